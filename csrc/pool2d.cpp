@@ -1,0 +1,154 @@
+// Pooling works plane by plane: one (sample, channel) plane is a work item, so threads write disjoint planes and
+// every sum runs in the same order whatever the thread count.
+#include "pool2d.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <string>
+
+namespace fastcnn {
+namespace {
+
+// PyTorch's pooling_output_shape: with ceil_mode the last window must start inside the input or left padding.
+index_t pooled_size(index_t size, index_t kernel, index_t stride, index_t pad, bool ceil_mode) {
+  const index_t numerator = size + 2 * pad - (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0);
+  index_t out = (numerator >= 0 ? numerator / stride : -((-numerator + stride - 1) / stride)) + 1;
+  if (ceil_mode && (out - 1) * stride >= size + pad) --out;
+  return out;
+}
+
+// A window's clipped extent along one axis, with the size PyTorch divides by when counting padding.
+struct Window {
+  index_t begin, end, padded_size;
+};
+
+Window window(index_t o, index_t stride, index_t pad, index_t kernel, index_t size) {
+  index_t begin = o * stride - pad;
+  index_t end = std::min(begin + kernel, size + pad);
+  const index_t padded_size = end - begin;
+  begin = std::max<index_t>(begin, 0);
+  end = std::min(end, size);
+  return Window{begin, end, padded_size};
+}
+
+}  // namespace
+
+PoolGeometry make_pool_geometry(PoolGeometry g, const char* op) {
+  const std::string name(op);
+  if (g.planes < 1 || g.in_height < 1 || g.in_width < 1)
+    throw std::invalid_argument(name + ": input must have positive sizes");
+  if (g.kernel_height < 1 || g.kernel_width < 1) throw std::invalid_argument(name + ": kernel_size must be >= 1");
+  if (g.stride_h < 1 || g.stride_w < 1) throw std::invalid_argument(name + ": stride must be >= 1");
+  if (g.pad_h < 0 || g.pad_w < 0 || 2 * g.pad_h > g.kernel_height || 2 * g.pad_w > g.kernel_width)
+    throw std::invalid_argument(name + ": padding must be between 0 and half of kernel_size");
+  checked_add(g.in_height, checked_mul(2, g.pad_h, op), op);
+  checked_add(g.in_width, checked_mul(2, g.pad_w, op), op);
+  g.out_height = pooled_size(g.in_height, g.kernel_height, g.stride_h, g.pad_h, g.ceil_mode);
+  g.out_width = pooled_size(g.in_width, g.kernel_width, g.stride_w, g.pad_w, g.ceil_mode);
+  if (g.out_height < 1 || g.out_width < 1)
+    throw std::invalid_argument(name + ": the pooling window is larger than the padded input");
+  checked_mul(g.planes, checked_mul(g.in_height, g.in_width, op), op);
+  checked_mul(g.planes, checked_mul(g.out_height, g.out_width, op), op);
+  return g;
+}
+
+void max_pool2d_forward(const PoolGeometry& g, int threads, const float* x, float* y, std::int64_t* indices) {
+  parallel_for(g.planes, threads, [&](index_t plane_index, int) {
+    const float* plane = x + plane_index * g.in_plane();
+    float* out = y + plane_index * g.out_plane();
+    std::int64_t* out_index = indices ? indices + plane_index * g.out_plane() : nullptr;
+    for (index_t oh = 0; oh < g.out_height; ++oh) {
+      const Window wh = window(oh, g.stride_h, g.pad_h, g.kernel_height, g.in_height);
+      for (index_t ow = 0; ow < g.out_width; ++ow) {
+        const Window ww = window(ow, g.stride_w, g.pad_w, g.kernel_width, g.in_width);
+        // As PyTorch: start from -inf at the first real pixel; take a value if it is larger or NaN, so NaN
+        // propagates (the last NaN's index wins) and ties keep the first maximum.
+        index_t best = wh.begin * g.in_width + ww.begin;
+        float best_value = -std::numeric_limits<float>::infinity();
+        for (index_t ih = wh.begin; ih < wh.end; ++ih) {
+          const float* row = plane + ih * g.in_width;
+          for (index_t iw = ww.begin; iw < ww.end; ++iw) {
+            const float v = row[iw];
+            if (v > best_value || std::isnan(v)) {
+              best_value = v;
+              best = ih * g.in_width + iw;
+            }
+          }
+        }
+        out[oh * g.out_width + ow] = best_value;
+        if (out_index) out_index[oh * g.out_width + ow] = best;
+      }
+    }
+  });
+}
+
+index_t max_pool2d_first_invalid_index(index_t count, const std::int64_t* indices, index_t in_plane, int threads) {
+  constexpr index_t kSpan = 1 << 16;
+  std::atomic<index_t> first{count};
+  parallel_for(ceil_div(count, kSpan), threads, [&](index_t item, int) {
+    const index_t end = std::min(count, (item + 1) * kSpan);
+    for (index_t i = item * kSpan; i < end; ++i) {
+      if (indices[i] < 0 || indices[i] >= in_plane) {
+        index_t seen = first.load();
+        while (i < seen && !first.compare_exchange_weak(seen, i)) {
+        }
+        return;
+      }
+    }
+  });
+  const index_t found = first.load();
+  return found < count ? found : -1;
+}
+
+void max_pool2d_backward(index_t planes, index_t in_plane, index_t out_plane, int threads, const float* dy,
+                         const std::int64_t* indices, float* dx) {
+  parallel_for(planes, threads, [&](index_t plane_index, int) {
+    float* plane = dx + plane_index * in_plane;
+    const float* grad = dy + plane_index * out_plane;
+    const std::int64_t* where = indices + plane_index * out_plane;
+    std::fill(plane, plane + in_plane, 0.0f);
+    for (index_t o = 0; o < out_plane; ++o) plane[where[o]] += grad[o];
+  });
+}
+
+void avg_pool2d_forward(const PoolGeometry& g, bool count_include_pad, int threads, const float* x, float* y) {
+  parallel_for(g.planes, threads, [&](index_t plane_index, int) {
+    const float* plane = x + plane_index * g.in_plane();
+    float* out = y + plane_index * g.out_plane();
+    for (index_t oh = 0; oh < g.out_height; ++oh) {
+      const Window wh = window(oh, g.stride_h, g.pad_h, g.kernel_height, g.in_height);
+      for (index_t ow = 0; ow < g.out_width; ++ow) {
+        const Window ww = window(ow, g.stride_w, g.pad_w, g.kernel_width, g.in_width);
+        const index_t divisor = count_include_pad ? wh.padded_size * ww.padded_size
+                                                  : (wh.end - wh.begin) * (ww.end - ww.begin);
+        float sum = 0.0f;
+        for (index_t ih = wh.begin; ih < wh.end; ++ih)
+          for (index_t iw = ww.begin; iw < ww.end; ++iw) sum += plane[ih * g.in_width + iw];
+        out[oh * g.out_width + ow] = sum / static_cast<float>(divisor);
+      }
+    }
+  });
+}
+
+void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int threads, const float* dy, float* dx) {
+  parallel_for(g.planes, threads, [&](index_t plane_index, int) {
+    float* plane = dx + plane_index * g.in_plane();
+    const float* grad = dy + plane_index * g.out_plane();
+    std::fill(plane, plane + g.in_plane(), 0.0f);
+    for (index_t oh = 0; oh < g.out_height; ++oh) {
+      const Window wh = window(oh, g.stride_h, g.pad_h, g.kernel_height, g.in_height);
+      for (index_t ow = 0; ow < g.out_width; ++ow) {
+        const Window ww = window(ow, g.stride_w, g.pad_w, g.kernel_width, g.in_width);
+        const index_t divisor = count_include_pad ? wh.padded_size * ww.padded_size
+                                                  : (wh.end - wh.begin) * (ww.end - ww.begin);
+        const float share = grad[oh * g.out_width + ow] / static_cast<float>(divisor);
+        for (index_t ih = wh.begin; ih < wh.end; ++ih)
+          for (index_t iw = ww.begin; iw < ww.end; ++iw) plane[ih * g.in_width + iw] += share;
+      }
+    }
+  });
+}
+
+}  // namespace fastcnn

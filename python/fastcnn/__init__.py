@@ -1,0 +1,27 @@
+"""fastcnn: convolutional neural networks on the CPU, fast, from Python.
+
+The compiled kernels live in the private module `fastcnn._core`; use them through `fastcnn.functional`.
+`fastcnn.reference` holds the same ops in plain NumPy, the ground truth for tests and benchmarks.
+"""
+from __future__ import annotations
+
+from . import _core, functional
+from ._runtime import (
+    get_memory_limit,
+    get_num_threads,
+    set_memory_limit,
+    set_num_threads,
+    simd_level,
+)
+
+__version__: str = _core.__version__
+
+__all__ = [
+    "__version__",
+    "functional",
+    "get_num_threads",
+    "set_num_threads",
+    "get_memory_limit",
+    "set_memory_limit",
+    "simd_level",
+]
