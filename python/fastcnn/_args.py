@@ -23,6 +23,9 @@ __all__ = [
 ]
 
 
+_LARGEST = 2**62  # keeps every size the C++ layer computes inside int64
+
+
 def _describe(value) -> str:
     if isinstance(value, np.ndarray):
         return f"array of shape {tuple(value.shape)} and dtype {value.dtype}"
@@ -80,6 +83,8 @@ def pair(value, name: str, fn: str, *, minimum: int) -> tuple[int, int]:
             result = (single, single)
     if min(result) < minimum:
         raise ValueError(f"{fn}: {name} must be {rule}; got {value!r}")
+    if max(result) > _LARGEST:
+        raise ValueError(f"{fn}: {name} must be at most 2**62; got {value!r}")
     return result  # type: ignore[return-value]
 
 

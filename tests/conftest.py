@@ -1,0 +1,26 @@
+import numpy as np
+import pytest
+
+import fastcnn
+from fastcnn import _core
+
+
+@pytest.fixture(autouse=True, scope="session")
+def nan_filled_outputs():
+    """Outputs start as NaN, so an element a kernel forgets to write fails every comparison loudly."""
+    _core.set_debug_nan_fill(True)
+    yield
+    _core.set_debug_nan_fill(False)
+
+
+@pytest.fixture(autouse=True)
+def restore_runtime_settings():
+    threads, limit = fastcnn.get_num_threads(), fastcnn.get_memory_limit()
+    yield
+    fastcnn.set_num_threads(threads)
+    fastcnn.set_memory_limit(None if limit == _core.default_memory_limit() else limit)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
