@@ -20,6 +20,11 @@ __all__ = [
     "check_conv_operands",
     "conv_geometry",
     "pool_geometry",
+    "check_bool",
+    "check_grad_output",
+    "input_shape_4d",
+    "output_mask3",
+    "as_indices",
 ]
 
 
@@ -186,8 +191,7 @@ def pool_geometry(fn: str, input_shape, kernel_size, stride, padding, ceil_mode)
     kernel = pair(kernel_size, "kernel_size", fn, minimum=1)
     stride = kernel if stride is None else pair(stride, "stride", fn, minimum=1)
     padding = pair(padding, "padding", fn, minimum=0)
-    if not isinstance(ceil_mode, (bool, np.bool_)):
-        raise TypeError(f"{fn}: ceil_mode must be a bool; got {ceil_mode!r}")
+    ceil_mode = check_bool(ceil_mode, "ceil_mode", fn)
     if padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
         raise ValueError(
             f"{fn}: padding must be at most half of kernel_size; got padding={padding} and kernel_size={kernel}"
@@ -203,6 +207,13 @@ def pool_geometry(fn: str, input_shape, kernel_size, stride, padding, ceil_mode)
             f"the output would be {out[0]}x{out[1]}"
         )
     return kernel, stride, padding, out
+
+
+def check_bool(value, name: str, fn: str) -> bool:
+    """A flag must be a real bool (numpy's included): 'yes', 1 or None are mistakes worth naming."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{fn}: {name} must be a bool; got {value!r}")
+    return bool(value)
 
 
 def check_grad_output(fn: str, grad_output: np.ndarray, expected_shape) -> None:

@@ -113,7 +113,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, return_i
     fn = "max_pool2d"
     x = _pool_input(fn, x)
     kernel, stride, padding, _ = _args.pool_geometry(fn, x.shape, kernel_size, stride, padding, ceil_mode)
-    y, indices = _core.max_pool2d_forward(x, kernel, stride, padding, bool(ceil_mode), bool(return_indices))
+    y, indices = _core.max_pool2d_forward(x, kernel, stride, padding, bool(ceil_mode), _args.check_bool(return_indices, "return_indices", fn))
     return (y, indices) if return_indices else y
 
 
@@ -159,7 +159,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     fn = "avg_pool2d"
     x = _pool_input(fn, x)
     kernel, stride, padding, _ = _args.pool_geometry(fn, x.shape, kernel_size, stride, padding, ceil_mode)
-    return _core.avg_pool2d_forward(x, kernel, stride, padding, bool(ceil_mode), _flag(fn, count_include_pad))
+    return _core.avg_pool2d_forward(x, kernel, stride, padding, bool(ceil_mode), _args.check_bool(count_include_pad, "count_include_pad", fn))
 
 
 def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
@@ -180,11 +180,5 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
     kernel, stride, padding, out = _args.pool_geometry(fn, shape, kernel_size, stride, padding, ceil_mode)
     _args.check_grad_output(fn, grad_output, (shape[0], shape[1], *out))
     return _core.avg_pool2d_backward(
-        grad_output, shape[2], shape[3], kernel, stride, padding, bool(ceil_mode), _flag(fn, count_include_pad)
+        grad_output, shape[2], shape[3], kernel, stride, padding, bool(ceil_mode), _args.check_bool(count_include_pad, "count_include_pad", fn)
     )
-
-
-def _flag(fn: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{fn}: count_include_pad must be a bool; got {value!r}")
-    return bool(value)
