@@ -102,31 +102,72 @@ void col2im_add(const ConvGeometry& g, float* planes, index_t rows, index_t p0, 
   }
 }
 
+// Rows [0, rows) of the im2col matrix of one sample and group, columns [p0, p0 + cols), written straight into
+// packed B (K = rows, N = cols) for the forward GEMM: no intermediate im2col matrix to write and read again.
+void im2col_packed(const GemmKernel& gemm, const ConvGeometry& g, const float* planes, index_t rows, index_t p0,
+                   index_t cols, float* row_buffer, float* packed) {
+  const index_t nr = gemm.nr;
+  for (index_t r = 0; r < rows; ++r) {
+    im2col(g, planes, r, 1, p0, cols, row_buffer, cols);
+    for (index_t j0 = 0; j0 < cols; j0 += nr) {
+      const index_t n = std::min(nr, cols - j0);
+      float* dst = gemm.packed_b_at(packed, rows, cols, r, j0);
+      std::memcpy(dst, row_buffer + j0, static_cast<std::size_t>(n) * sizeof(float));
+      std::fill(dst + n, dst + nr, 0.0f);
+    }
+  }
+}
+
+// Rows [row0, row0 + rows) x columns [p0, p0 + cols) of the im2col matrix, transposed, as packed B
+// (K = cols, N = rows) for the weight-gradient GEMM dW += dY * col^T.
+void im2col_packed_transposed(const GemmKernel& gemm, const ConvGeometry& g, const float* planes, index_t row0,
+                              index_t rows, index_t p0, index_t cols, float* row_buffer, float* packed) {
+  const index_t nr = gemm.nr, kc = gemm.kc;
+  for (index_t r = 0; r < rows; ++r) {
+    im2col(g, planes, row0 + r, 1, p0, cols, row_buffer, cols);
+    for (index_t k0 = 0; k0 < cols; k0 += kc) {
+      float* dst = gemm.packed_b_at(packed, cols, rows, k0, r);
+      const index_t block = std::min(kc, cols - k0);
+      for (index_t t = 0; t < block; ++t) dst[t * nr] = row_buffer[k0 + t];
+    }
+  }
+  const index_t used = rows % nr;
+  if (used == 0) return;
+  for (index_t k0 = 0; k0 < cols; k0 += kc) {  // zero the lanes of the last panel that lie past N
+    float* dst = gemm.packed_b_at(packed, cols, rows, k0, rows);
+    const index_t block = std::min(kc, cols - k0);
+    for (index_t t = 0; t < block; ++t) std::fill(dst + t * nr, dst + t * nr + (nr - used), 0.0f);
+  }
+}
+
 // Balanced split of [0, total) into `parts` ranges; returns the start of range `part`.
 index_t split_point(index_t total, index_t parts, index_t part) { return total * part / parts; }
 
 struct ForwardPlan {
-  index_t column_block, blocks, items, per_thread_floats;
+  index_t column_block, blocks, items, per_thread_floats, packed_weight_floats;
   int threads;
 };
 
 ForwardPlan plan_forward(const ConvGeometry& g, int threads) {
+  const GemmKernel& gemm = gemm_kernel();
   ForwardPlan plan{};
   plan.column_block = column_block(g);
   plan.blocks = ceil_div(g.out_plane(), plan.column_block);
   plan.items = checked_mul(checked_mul(g.batch, g.groups, "conv2d"), plan.blocks, "conv2d");
   plan.threads = static_cast<int>(std::min<index_t>(threads, plan.items));
-  const index_t columns = g.is_pointwise() ? 0 : checked_mul(g.patch_size(), plan.column_block, "conv2d");
-  plan.per_thread_floats = checked_add(columns, gemm_kernel().workspace_floats, "conv2d");
+  // per thread: packed im2col block and one im2col row
+  plan.per_thread_floats = checked_add(gemm.packed_b_floats(g.patch_size(), plan.column_block), plan.column_block, "conv2d");
+  plan.packed_weight_floats = checked_mul(g.groups, gemm.packed_a_floats(g.out_channels_per_group(), g.patch_size()), "conv2d");
   return plan;
 }
 
 struct BackwardInputPlan {
-  index_t column_block, channel_chunks, items, per_thread_floats;
+  index_t column_block, channel_chunks, chunk_rows, items, per_thread_floats, packed_weight_floats;
   int threads;
 };
 
 BackwardInputPlan plan_backward_input(const ConvGeometry& g, int threads) {
+  const GemmKernel& gemm = gemm_kernel();
   BackwardInputPlan plan{};
   plan.column_block = column_block(g);
   const index_t samples_groups = checked_mul(g.batch, g.groups, "conv2d");
@@ -135,18 +176,24 @@ BackwardInputPlan plan_backward_input(const ConvGeometry& g, int threads) {
   plan.channel_chunks = samples_groups >= threads ? 1 : std::min(g.in_channels_per_group(), ceil_div(threads, samples_groups));
   plan.items = samples_groups * plan.channel_chunks;
   plan.threads = static_cast<int>(std::min<index_t>(threads, plan.items));
-  const index_t rows = ceil_div(g.in_channels_per_group(), plan.channel_chunks) * g.kernel_area();
-  const index_t columns = g.is_pointwise() ? 0 : checked_mul(rows, plan.column_block, "conv2d");
-  plan.per_thread_floats = checked_add(columns, gemm_kernel().workspace_floats, "conv2d");
+  plan.chunk_rows = ceil_div(g.in_channels_per_group(), plan.channel_chunks) * g.kernel_area();
+  const index_t cout_g = g.out_channels_per_group();
+  // per thread: packed dY block and the GEMM's output columns for col2im
+  const index_t columns = g.is_pointwise() ? 0 : checked_mul(plan.chunk_rows, plan.column_block, "conv2d");
+  plan.per_thread_floats = checked_add(gemm.packed_b_floats(cout_g, plan.column_block), columns, "conv2d");
+  // W^T packed once per call for every (group, channel chunk)
+  plan.packed_weight_floats =
+      checked_mul(checked_mul(g.groups, plan.channel_chunks, "conv2d"), gemm.packed_a_floats(plan.chunk_rows, cout_g), "conv2d");
   return plan;
 }
 
 struct BackwardWeightPlan {
-  index_t column_block, sample_chunks, row_chunks, items, per_thread_floats, partial_floats;
+  index_t column_block, sample_chunks, row_chunks, chunk_rows, items, per_thread_floats, partial_floats;
   int threads;
 };
 
 BackwardWeightPlan plan_backward_weight(const ConvGeometry& g, int threads) {
+  const GemmKernel& gemm = gemm_kernel();
   BackwardWeightPlan plan{};
   plan.column_block = column_block(g);
   // The batch is summed in a fixed number of chunks (a function of N only), each into its own partial
@@ -156,9 +203,11 @@ BackwardWeightPlan plan_backward_weight(const ConvGeometry& g, int threads) {
   plan.row_chunks = chunk_groups >= threads ? 1 : std::min(g.patch_size(), ceil_div(threads, chunk_groups));
   plan.items = chunk_groups * plan.row_chunks;
   plan.threads = static_cast<int>(std::min<index_t>(threads, plan.items));
-  const index_t rows = ceil_div(g.patch_size(), plan.row_chunks);
-  const index_t columns = g.is_pointwise() ? 0 : checked_mul(rows, plan.column_block, "conv2d");
-  plan.per_thread_floats = checked_add(columns, gemm_kernel().workspace_floats, "conv2d");
+  plan.chunk_rows = ceil_div(g.patch_size(), plan.row_chunks);
+  // per thread: packed dY block, packed im2col^T block and one im2col row
+  const index_t packed = checked_add(gemm.packed_a_floats(g.out_channels_per_group(), plan.column_block),
+                                     gemm.packed_b_floats(plan.column_block, plan.chunk_rows), "conv2d");
+  plan.per_thread_floats = checked_add(packed, plan.column_block, "conv2d");
   const index_t weight_floats = checked_mul(g.out_channels, g.patch_size(), "conv2d");
   plan.partial_floats = plan.sample_chunks > 1 ? checked_mul(plan.sample_chunks, weight_floats, "conv2d") : 0;
   return plan;
@@ -204,12 +253,12 @@ ConvGeometry make_conv_geometry(ConvGeometry g) {
 
 index_t conv2d_forward_workspace_bytes(const ConvGeometry& g, int threads) {
   const ForwardPlan plan = plan_forward(g, threads);
-  return workspace_bytes(plan.threads, plan.per_thread_floats, 0);
+  return workspace_bytes(plan.threads, plan.per_thread_floats, plan.packed_weight_floats);
 }
 
 index_t conv2d_backward_input_workspace_bytes(const ConvGeometry& g, int threads) {
   const BackwardInputPlan plan = plan_backward_input(g, threads);
-  return workspace_bytes(plan.threads, plan.per_thread_floats, 0);
+  return workspace_bytes(plan.threads, plan.per_thread_floats, plan.packed_weight_floats);
 }
 
 index_t conv2d_backward_weight_workspace_bytes(const ConvGeometry& g, int threads) {
@@ -220,61 +269,82 @@ index_t conv2d_backward_weight_workspace_bytes(const ConvGeometry& g, int thread
 void conv2d_forward(const ConvGeometry& g, int threads, const float* x, const float* w, const float* b, float* y) {
   const GemmKernel& gemm = gemm_kernel();
   const ForwardPlan plan = plan_forward(g, threads);
-  FloatBuffer workspace = allocate_floats(plan.threads * plan.per_thread_floats);
   const index_t plane = g.out_plane(), patch = g.patch_size();
   const index_t cin_g = g.in_channels_per_group(), cout_g = g.out_channels_per_group();
+  // The weights are the A operand of every work item: pack them once per call.
+  FloatBuffer packed_weights = allocate_floats(plan.packed_weight_floats);
+  const index_t weight_stride = gemm.packed_a_floats(cout_g, patch);
+  for (index_t group = 0; group < g.groups; ++group)
+    gemm.pack_a(cout_g, patch, MatrixView{w + group * cout_g * patch, patch, 1}, packed_weights.get() + group * weight_stride);
+  FloatBuffer workspace = allocate_floats(plan.threads * plan.per_thread_floats);
 
   parallel_for(plan.items, plan.threads, [&](index_t item, int thread) {
     const index_t block = item % plan.blocks, sample_group = item / plan.blocks;
     const index_t group = sample_group % g.groups, n = sample_group / g.groups;
     const index_t p0 = block * plan.column_block, cols = std::min(plan.column_block, plane - p0);
     const float* x_group = x + (n * g.in_channels + group * cin_g) * g.in_plane();
-    float* gemm_space = workspace.get() + thread * plan.per_thread_floats;
-    float* columns = gemm_space + gemm.workspace_floats;
+    float* packed_columns = workspace.get() + thread * plan.per_thread_floats;
+    float* row_buffer = packed_columns + gemm.packed_b_floats(patch, plan.column_block);
 
-    MatrixView B{x_group + p0, g.in_plane(), 1};
-    if (!g.is_pointwise()) {
-      im2col(g, x_group, 0, patch, p0, cols, columns, cols);
-      B = MatrixView{columns, cols, 1};
+    if (g.is_pointwise()) {
+      gemm.pack_b(patch, cols, MatrixView{x_group + p0, g.in_plane(), 1}, packed_columns);
+    } else {
+      im2col_packed(gemm, g, x_group, patch, p0, cols, row_buffer, packed_columns);
     }
     float* y_block = y + (n * g.out_channels + group * cout_g) * plane + p0;
     if (b != nullptr) {
-      for (index_t co = 0; co < cout_g; ++co) std::fill(y_block + co * plane, y_block + co * plane + cols, b[group * cout_g + co]);
+      for (index_t co = 0; co < cout_g; ++co)
+        std::fill(y_block + co * plane, y_block + co * plane + cols, b[group * cout_g + co]);
     }
-    gemm.sgemm(cout_g, cols, patch, MatrixView{w + group * cout_g * patch, patch, 1}, B, y_block, plane, b != nullptr,
-               gemm_space);
+    gemm.multiply_packed(cout_g, cols, patch, packed_weights.get() + group * weight_stride, packed_columns, y_block,
+                         plane, b != nullptr);
   });
 }
 
 void conv2d_backward_input(const ConvGeometry& g, int threads, const float* dy, const float* w, float* dx) {
   const GemmKernel& gemm = gemm_kernel();
   const BackwardInputPlan plan = plan_backward_input(g, threads);
-  FloatBuffer workspace = allocate_floats(plan.threads * plan.per_thread_floats);
   const index_t plane = g.out_plane(), patch = g.patch_size(), area = g.kernel_area();
   const index_t cin_g = g.in_channels_per_group(), cout_g = g.out_channels_per_group();
+  auto chunk_start = [&](index_t chunk) { return split_point(cin_g, plan.channel_chunks, chunk); };
+
+  // A = w_g^T restricted to a chunk's rows: A(r, co) = w[group*cout_g + co][c0*area + r]. Packed once per call.
+  FloatBuffer packed_weights = allocate_floats(plan.packed_weight_floats);
+  const index_t weight_stride = gemm.packed_a_floats(plan.chunk_rows, cout_g);
+  for (index_t group = 0; group < g.groups; ++group) {
+    for (index_t chunk = 0; chunk < plan.channel_chunks; ++chunk) {
+      const index_t c0 = chunk_start(chunk), rows = (chunk_start(chunk + 1) - c0) * area;
+      gemm.pack_a(rows, cout_g, MatrixView{w + group * cout_g * patch + c0 * area, 1, patch},
+                  packed_weights.get() + (group * plan.channel_chunks + chunk) * weight_stride);
+    }
+  }
+  FloatBuffer workspace = allocate_floats(plan.threads * plan.per_thread_floats);
 
   parallel_for(plan.items, plan.threads, [&](index_t item, int thread) {
     const index_t chunk = item % plan.channel_chunks, sample_group = item / plan.channel_chunks;
     const index_t group = sample_group % g.groups, n = sample_group / g.groups;
-    const index_t c0 = split_point(cin_g, plan.channel_chunks, chunk);
-    const index_t c1 = split_point(cin_g, plan.channel_chunks, chunk + 1);
+    const index_t c0 = chunk_start(chunk), c1 = chunk_start(chunk + 1);
     if (c0 == c1) return;
     const index_t rows = (c1 - c0) * area;
     float* dx_planes = dx + (n * g.in_channels + group * cin_g + c0) * g.in_plane();
     const float* dy_group = dy + (n * g.out_channels + group * cout_g) * plane;
-    float* gemm_space = workspace.get() + thread * plan.per_thread_floats;
-    float* columns = gemm_space + gemm.workspace_floats;
-    // w_g^T restricted to this chunk's rows: A(r, co) = w[group*cout_g + co][c0*area + r].
-    const MatrixView wT{w + group * cout_g * patch + c0 * area, 1, patch};
+    const float* packed_wT = packed_weights.get() + (group * plan.channel_chunks + chunk) * weight_stride;
+    float* packed_dy = workspace.get() + thread * plan.per_thread_floats;
+    float* columns = packed_dy + gemm.packed_b_floats(cout_g, plan.column_block);
 
     if (g.is_pointwise()) {
-      gemm.sgemm(rows, plane, cout_g, wT, MatrixView{dy_group, plane, 1}, dx_planes, g.in_plane(), false, gemm_space);
+      for (index_t p0 = 0; p0 < plane; p0 += plan.column_block) {
+        const index_t cols = std::min(plan.column_block, plane - p0);
+        gemm.pack_b(cout_g, cols, MatrixView{dy_group + p0, plane, 1}, packed_dy);
+        gemm.multiply_packed(rows, cols, cout_g, packed_wT, packed_dy, dx_planes + p0, g.in_plane(), false);
+      }
       return;
     }
     std::fill(dx_planes, dx_planes + (c1 - c0) * g.in_plane(), 0.0f);
     for (index_t p0 = 0; p0 < plane; p0 += plan.column_block) {
       const index_t cols = std::min(plan.column_block, plane - p0);
-      gemm.sgemm(rows, cols, cout_g, wT, MatrixView{dy_group + p0, plane, 1}, columns, cols, false, gemm_space);
+      gemm.pack_b(cout_g, cols, MatrixView{dy_group + p0, plane, 1}, packed_dy);
+      gemm.multiply_packed(rows, cols, cout_g, packed_wT, packed_dy, columns, cols, false);
       col2im_add(g, dx_planes, rows, p0, cols, columns, cols);
     }
   });
@@ -298,8 +368,9 @@ void conv2d_backward_weight(const ConvGeometry& g, int threads, const float* dy,
     const index_t n0 = split_point(g.batch, plan.sample_chunks, chunk);
     const index_t n1 = split_point(g.batch, plan.sample_chunks, chunk + 1);
     float* target = (plan.sample_chunks > 1 ? partials.get() + chunk * weight_floats : dw) + group * cout_g * patch + r0;
-    float* gemm_space = workspace.get() + thread * plan.per_thread_floats;
-    float* columns = gemm_space + gemm.workspace_floats;
+    float* packed_dy = workspace.get() + thread * plan.per_thread_floats;
+    float* packed_columns = packed_dy + gemm.packed_a_floats(cout_g, plan.column_block);
+    float* row_buffer = packed_columns + gemm.packed_b_floats(plan.column_block, plan.chunk_rows);
     bool accumulate = false;
     for (index_t n = n0; n < n1; ++n) {
       const float* x_group = x + (n * g.in_channels + group * cin_g) * g.in_plane();
@@ -307,13 +378,13 @@ void conv2d_backward_weight(const ConvGeometry& g, int threads, const float* dy,
       for (index_t p0 = 0; p0 < plane; p0 += plan.column_block) {
         const index_t cols = std::min(plan.column_block, plane - p0);
         // dW_g[:, r0:r1] += dY_g[:, p0:p0+cols] * col[r0:r1, p0:p0+cols]^T
-        MatrixView colT{x_group + r0 * g.in_plane() + p0, 1, g.in_plane()};
-        if (!g.is_pointwise()) {
-          im2col(g, x_group, r0, r1 - r0, p0, cols, columns, cols);
-          colT = MatrixView{columns, 1, cols};
+        gemm.pack_a(cout_g, cols, MatrixView{dy_group + p0, plane, 1}, packed_dy);
+        if (g.is_pointwise()) {
+          gemm.pack_b(cols, r1 - r0, MatrixView{x_group + r0 * g.in_plane() + p0, 1, g.in_plane()}, packed_columns);
+        } else {
+          im2col_packed_transposed(gemm, g, x_group, r0, r1 - r0, p0, cols, row_buffer, packed_columns);
         }
-        gemm.sgemm(cout_g, r1 - r0, cols, MatrixView{dy_group + p0, plane, 1}, colT, target, patch, accumulate,
-                   gemm_space);
+        gemm.multiply_packed(cout_g, r1 - r0, cols, packed_dy, packed_columns, target, patch, accumulate);
         accumulate = true;
       }
     }

@@ -1,5 +1,12 @@
 // Single-precision GEMM used by the convolution operators: C = (accumulate ? C : 0) + A * B.
-// A and B are strided views, so the operators pass transposes (W^T, im2col^T) without copying.
+//
+// Operands are packed first, then multiplied. Packing layouts (shared by every variant, parametrised by the
+// variant's MR, NR and KC) let an operator write im2col output straight into packed B, skipping a copy:
+//   packed A (M x K): K is cut into blocks of KC; block b starts at b*KC*Mpad, Mpad = M rounded up to MR; inside,
+//     row panel i0 (MR rows) starts at i0*kc and holds [k][MR]. Rows past M are zero.
+//   packed B (K x N): block b starts at b*KC*Npad, Npad = N rounded up to NR; inside, column panel j0 (NR columns)
+//     starts at j0*kc and holds [k][NR]. Columns past N are zero.
+// where kc = min(KC, K - b*KC) is the size of block b.
 #pragma once
 
 #include "runtime.h"
@@ -12,16 +19,39 @@ struct MatrixView {
   index_t col_stride;  // distance between A(i, k) and A(i, k + 1)
 };
 
-// One instruction-set variant of the blocked GEMM. sgemm is serial: operators split the output between
-// threads themselves. For a given K, every element of C is summed in the same order whatever the tiling of
-// M and N, so splitting the output never changes a result bit.
+// One instruction-set variant. Everything here is serial: operators split the output between threads.
+// For a given K, each element of C is summed in the same order whatever the M/N tiling, so splitting the output
+// between threads never changes a result bit.
 struct GemmKernel {
   const char* name;
-  int mr;                    // micro-tile rows
-  int nr;                    // micro-tile columns
-  index_t workspace_floats;  // packing space one sgemm call needs
-  void (*sgemm)(index_t M, index_t N, index_t K, MatrixView A, MatrixView B, float* C, index_t ldc, bool accumulate,
-                float* workspace);
+  int mr;      // micro-tile rows
+  int nr;      // micro-tile columns
+  index_t kc;  // K block
+  void (*pack_a)(index_t M, index_t K, MatrixView A, float* packed);
+  void (*pack_b)(index_t K, index_t N, MatrixView B, float* packed);
+  void (*multiply_packed)(index_t M, index_t N, index_t K, const float* packed_a, const float* packed_b, float* C,
+                          index_t ldc, bool accumulate);
+
+  index_t packed_a_floats(index_t M, index_t K) const { return ceil_div(M, mr) * mr * K; }
+  index_t packed_b_floats(index_t K, index_t N) const { return ceil_div(N, nr) * nr * K; }
+
+  // Address of B(k, j) in packed B (K x N): for operators that write their B operand directly in packed form.
+  float* packed_b_at(float* packed, index_t K, index_t N, index_t k, index_t j) const {
+    const index_t padded_n = ceil_div(N, nr) * nr;
+    const index_t block = k / kc, block_k = k - block * kc;
+    const index_t block_size = std::min(kc, K - block * kc);
+    const index_t panel = j / nr;
+    return packed + block * kc * padded_n + panel * nr * block_size + block_k * nr + (j - panel * nr);
+  }
+
+  // Convenience: pack both operands into `workspace` (packed_a_floats + packed_b_floats) and multiply.
+  void sgemm(index_t M, index_t N, index_t K, MatrixView A, MatrixView B, float* C, index_t ldc, bool accumulate,
+             float* workspace) const {
+    float* packed_b = workspace + packed_a_floats(M, K);
+    pack_a(M, K, A, workspace);
+    pack_b(K, N, B, packed_b);
+    multiply_packed(M, N, K, workspace, packed_b, C, ldc, accumulate);
+  }
 };
 
 // The best variant this CPU supports, chosen once at first use. FASTCNN_SIMD=generic|avx2|avx512 caps the choice

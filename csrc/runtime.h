@@ -2,6 +2,7 @@
 // checked size arithmetic, aligned per-call workspaces and a deterministic parallel loop.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
