@@ -20,7 +20,8 @@ namespace fastcnn {
 namespace {
 
 constexpr index_t kColumnBudgetFloats = 128 * 1024;  // 512 KiB of im2col per block: fits in L2 beside the GEMM
-constexpr index_t kMaxWeightSampleChunks = 16;       // partial weight gradients summed in a fixed order
+constexpr index_t kMaxWeightSampleChunks = 16;
+constexpr index_t kInnerProductMinColumns = 512;       // partial weight gradients summed in a fixed order
 
 std::string shape_text(index_t a, index_t b) { return std::to_string(a) + "x" + std::to_string(b); }
 
@@ -119,7 +120,8 @@ void im2col_packed(const GemmKernel& gemm, const ConvGeometry& g, const float* p
 }
 
 // Rows [row0, row0 + rows) x columns [p0, p0 + cols) of the im2col matrix, transposed, as packed B
-// (K = cols, N = rows) for the weight-gradient GEMM dW += dY * col^T.
+// (K = cols, N = rows) for the weight-gradient GEMM dW += dY * col^T when output planes are small. Each row is
+// built in `row_buffer`, then spread down its lane of the packed panel (the panel stays in L1/L2).
 void im2col_packed_transposed(const GemmKernel& gemm, const ConvGeometry& g, const float* planes, index_t row0,
                               index_t rows, index_t p0, index_t cols, float* row_buffer, float* packed) {
   const index_t nr = gemm.nr, kc = gemm.kc;
@@ -190,6 +192,7 @@ BackwardInputPlan plan_backward_input(const ConvGeometry& g, int threads) {
 struct BackwardWeightPlan {
   index_t column_block, sample_chunks, row_chunks, chunk_rows, items, per_thread_floats, partial_floats;
   int threads;
+  bool inner_products;  // long pixel rows: unpacked inner products; short ones: the packed GEMM
 };
 
 BackwardWeightPlan plan_backward_weight(const ConvGeometry& g, int threads) {
@@ -204,10 +207,17 @@ BackwardWeightPlan plan_backward_weight(const ConvGeometry& g, int threads) {
   plan.items = chunk_groups * plan.row_chunks;
   plan.threads = static_cast<int>(std::min<index_t>(threads, plan.items));
   plan.chunk_rows = ceil_div(g.patch_size(), plan.row_chunks);
-  // per thread: packed dY block, packed im2col^T block and one im2col row
-  const index_t packed = checked_add(gemm.packed_a_floats(g.out_channels_per_group(), plan.column_block),
-                                     gemm.packed_b_floats(plan.column_block, plan.chunk_rows), "conv2d");
-  plan.per_thread_floats = checked_add(packed, plan.column_block, "conv2d");
+  // Inner products along pixels need no transposing copy, but pay a horizontal sum per element: they win when
+  // a block has many pixels (measured: LeNet's 28x28 planes), the packed GEMM when it has few.
+  plan.inner_products = plan.column_block >= kInnerProductMinColumns;
+  if (plan.inner_products) {  // per thread: one im2col block, read as it is
+    plan.per_thread_floats = g.is_pointwise() ? 1 : checked_mul(plan.chunk_rows, plan.column_block, "conv2d");
+  } else {  // per thread: packed dY block, packed im2col^T block and one im2col row
+    plan.per_thread_floats = checked_add(
+        checked_add(gemm.packed_a_floats(g.out_channels_per_group(), plan.column_block),
+                    gemm.packed_b_floats(plan.column_block, plan.chunk_rows), "conv2d"),
+        plan.column_block, "conv2d");
+  }
   const index_t weight_floats = checked_mul(g.out_channels, g.patch_size(), "conv2d");
   plan.partial_floats = plan.sample_chunks > 1 ? checked_mul(plan.sample_chunks, weight_floats, "conv2d") : 0;
   return plan;
@@ -368,9 +378,7 @@ void conv2d_backward_weight(const ConvGeometry& g, int threads, const float* dy,
     const index_t n0 = split_point(g.batch, plan.sample_chunks, chunk);
     const index_t n1 = split_point(g.batch, plan.sample_chunks, chunk + 1);
     float* target = (plan.sample_chunks > 1 ? partials.get() + chunk * weight_floats : dw) + group * cout_g * patch + r0;
-    float* packed_dy = workspace.get() + thread * plan.per_thread_floats;
-    float* packed_columns = packed_dy + gemm.packed_a_floats(cout_g, plan.column_block);
-    float* row_buffer = packed_columns + gemm.packed_b_floats(plan.column_block, plan.chunk_rows);
+    float* columns = workspace.get() + thread * plan.per_thread_floats;
     bool accumulate = false;
     for (index_t n = n0; n < n1; ++n) {
       const float* x_group = x + (n * g.in_channels + group * cin_g) * g.in_plane();
@@ -378,13 +386,27 @@ void conv2d_backward_weight(const ConvGeometry& g, int threads, const float* dy,
       for (index_t p0 = 0; p0 < plane; p0 += plan.column_block) {
         const index_t cols = std::min(plan.column_block, plane - p0);
         // dW_g[:, r0:r1] += dY_g[:, p0:p0+cols] * col[r0:r1, p0:p0+cols]^T
-        gemm.pack_a(cout_g, cols, MatrixView{dy_group + p0, plane, 1}, packed_dy);
-        if (g.is_pointwise()) {
-          gemm.pack_b(cols, r1 - r0, MatrixView{x_group + r0 * g.in_plane() + p0, 1, g.in_plane()}, packed_columns);
+        if (plan.inner_products) {
+          const float* col_rows = x_group + r0 * g.in_plane() + p0;
+          index_t ld = g.in_plane();
+          if (!g.is_pointwise()) {
+            im2col(g, x_group, r0, r1 - r0, p0, cols, columns, cols);
+            col_rows = columns;
+            ld = cols;
+          }
+          gemm.multiply_abt(cout_g, r1 - r0, cols, dy_group + p0, plane, col_rows, ld, target, patch, accumulate);
         } else {
-          im2col_packed_transposed(gemm, g, x_group, r0, r1 - r0, p0, cols, row_buffer, packed_columns);
+          float* packed_dy = columns;
+          float* packed_columns = packed_dy + gemm.packed_a_floats(cout_g, plan.column_block);
+          float* row_buffer = packed_columns + gemm.packed_b_floats(plan.column_block, plan.chunk_rows);
+          gemm.pack_a(cout_g, cols, MatrixView{dy_group + p0, plane, 1}, packed_dy);
+          if (g.is_pointwise()) {
+            gemm.pack_b(cols, r1 - r0, MatrixView{x_group + r0 * g.in_plane() + p0, 1, g.in_plane()}, packed_columns);
+          } else {
+            im2col_packed_transposed(gemm, g, x_group, r0, r1 - r0, p0, cols, row_buffer, packed_columns);
+          }
+          gemm.multiply_packed(cout_g, r1 - r0, cols, packed_dy, packed_columns, target, patch, accumulate);
         }
-        gemm.multiply_packed(cout_g, r1 - r0, cols, packed_dy, packed_columns, target, patch, accumulate);
         accumulate = true;
       }
     }

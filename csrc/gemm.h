@@ -31,6 +31,9 @@ struct GemmKernel {
   void (*pack_b)(index_t K, index_t N, MatrixView B, float* packed);
   void (*multiply_packed)(index_t M, index_t N, index_t K, const float* packed_a, const float* packed_b, float* C,
                           index_t ldc, bool accumulate);
+  // C (+)= A * B^T for row-major A (M x K, row stride lda) and B (N x K, row stride ldb), without packing.
+  void (*multiply_abt)(index_t M, index_t N, index_t K, const float* A, index_t lda, const float* B, index_t ldb,
+                       float* C, index_t ldc, bool accumulate);
 
   index_t packed_a_floats(index_t M, index_t K) const { return ceil_div(M, mr) * mr * K; }
   index_t packed_b_floats(index_t K, index_t N) const { return ceil_div(N, nr) * nr * K; }

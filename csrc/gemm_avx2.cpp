@@ -9,4 +9,6 @@
 #define FASTCNN_KC 256
 #define FASTCNN_MC 96
 #define FASTCNN_NC 2048
+#define FASTCNN_DOT_M 2
+#define FASTCNN_DOT_N 4
 #include "gemm_kernel.inc"

@@ -9,4 +9,6 @@
 #define FASTCNN_KC 128
 #define FASTCNN_MC 128
 #define FASTCNN_NC 2048
+#define FASTCNN_DOT_M 4
+#define FASTCNN_DOT_N 4
 #include "gemm_kernel.inc"

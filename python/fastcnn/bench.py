@@ -5,9 +5,10 @@ Run it from an installed fastcnn (PyTorch and threadpoolctl are used when instal
     python -m fastcnn.bench --quick                          # smoke run: 2 repeats, fewer shapes
     python -m fastcnn.bench --threads 1,2 --markdown core.md --json core.json
 
-Each figure is the median of --repeats timed calls made after one warm-up call. The warm-up outputs are compared
-with the reference before anything is timed, and a row whose fastcnn output differs is marked WRONG instead of
-showing a speedup: a fast wrong kernel must not look good. Benchmarks only report; nothing here asserts.
+Each figure is the median of --repeats timed calls, made after untimed warm-up calls. The output of each
+implementation's first call is compared with the reference's before anything is timed, and a row whose fastcnn
+output differs is marked WRONG instead of showing a speedup: a fast wrong kernel must not look good. Benchmarks only
+report; nothing here asserts.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ __all__ = ["main", "ConvShape", "CONV_SHAPES", "POOL_SHAPE"]
 
 DEFAULT_REPEATS = 7
 QUICK_REPEATS = 2
+WARM_UP_SECONDS = 0.2  # of untimed calls before each implementation's timed ones; see timed_samples_ms
 SGEMM_SIZE = 2048  # large enough that BLAS runs near its peak, small enough to take well under a second
 RTOL = 1e-3
 ATOL_OF_SCALE = 1e-3  # absolute tolerance, as a fraction of the largest reference value
@@ -188,6 +190,8 @@ def describe_environment(torch, threadpoolctl, threads, repeats) -> dict:
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "cpu": cpu_model(),
         "cores": {"logical": os.cpu_count(), "usable": usable_cores()},
+        # Other work on the machine slows the timed calls; a reader of the results should know there was some.
+        "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "platform": platform.platform(),
         "python": platform.python_version(),
         "fastcnn": fastcnn_version,
@@ -313,17 +317,28 @@ def matches_reference(output, expected) -> bool:
     return True
 
 
-def median_ms(call: Callable[[], object], repeats: int) -> float:
-    times = []
+def timed_samples_ms(call: Callable[[], object], repeats: int) -> list[float]:
+    """Milliseconds of `repeats` calls, made after calling for at least WARM_UP_SECONDS.
+
+    Fastcnn, PyTorch and NumPy's BLAS each keep their own thread pool, whose idle threads spin for a while after
+    a call (OpenBLAS's for about 0.1 s); on a machine with few cores the calls made meanwhile by another library
+    fight those spinners for the cores, and on 2 cores measured 8 ms instead of 0.02 ms. Calling for longer than
+    that spin lets the timed calls start on quiet cores; it also absorbs first-touch page faults and lazy set-up.
+    """
+    deadline = time.perf_counter() + WARM_UP_SECONDS
+    call()
+    while time.perf_counter() < deadline:
+        call()
+    samples = []
     for _ in range(repeats):
         start = time.perf_counter()
         call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        samples.append((time.perf_counter() - start) * 1e3)
+    return samples
 
 
-def warm_up_all(case: Case) -> tuple[dict, dict]:
-    """One call of each implementation: it warms caches, thread pools and lazy set-up, and its output is checked.
+def first_calls(case: Case) -> tuple[dict, dict]:
+    """One call of each implementation, whose output is checked before anything is timed.
 
     Returns (outputs, errors) keyed by implementation; an implementation that raised has an error instead.
     """
@@ -351,17 +366,21 @@ def sgemm_peak_gflops(rng: np.random.Generator, repeats: int) -> float:
     """NumPy float32 matmul throughput: what a well-tuned GEMM reaches on this machine at the current BLAS threads."""
     a, b = (rng.standard_normal((SGEMM_SIZE, SGEMM_SIZE), dtype=np.float32) for _ in range(2))
     c = np.empty_like(a)  # a preallocated output keeps page faults out of the timing
-    np.matmul(a, b, out=c)
-    return 2 * SGEMM_SIZE**3 / (median_ms(lambda: np.matmul(a, b, out=c), repeats) * 1e6)
+    milliseconds = statistics.median(timed_samples_ms(lambda: np.matmul(a, b, out=c), repeats))
+    return 2 * SGEMM_SIZE**3 / (milliseconds * 1e6)
 
 
 def run_case(case: Case, threads: int, repeats: int, peak_gflops: float) -> dict:
-    outputs, errors = warm_up_all(case)
+    outputs, errors = first_calls(case)
+    for name, error in errors.items():
+        log(f"[{threads} thread(s)] {case.op}, {case.shape}: {name} failed: {error}")
     checks = {name: verdict(name, outputs, errors) for name in IMPLEMENTATIONS if name != "reference"}
     if "reference" in errors:
         checks["reference"] = f"ERROR: {errors['reference']}"
-    ms = {name: median_ms(case.calls[name], repeats) if name in outputs else None for name in IMPLEMENTATIONS}
-    row = {"op": case.op, "shape": case.shape, "threads": threads, "ms": ms, "check": checks}
+    samples = {name: timed_samples_ms(case.calls[name], repeats) for name in IMPLEMENTATIONS if name in outputs}
+    ms = {name: statistics.median(samples[name]) if name in samples else None for name in IMPLEMENTATIONS}
+    row = {"op": case.op, "shape": case.shape, "threads": threads, "ms": ms, "samples_ms": samples,
+           "check": checks}
     if case.flops is not None:
         row["gflops"] = {name: case.flops / (t * 1e6) if t else None for name, t in ms.items()}
         row["percent_of_sgemm_peak"] = {
@@ -426,10 +445,15 @@ def format_number(value, pattern: str) -> str:
     return "-" if value is None else pattern.format(value)
 
 
-def speedup_cell(row: dict, key: str) -> str:
+def fastcnn_figure_cell(row: dict, value, pattern: str) -> str:
+    """A figure of merit of fastcnn's, or WRONG / ERROR in its place: a wrong kernel never gets a flattering number."""
     if row["check"]["fastcnn"] != "ok":
-        return row["check"]["fastcnn"].split(":")[0]  # WRONG or ERROR, never a flattering number
-    return format_number(row[key], "{:.2f}x")
+        return row["check"]["fastcnn"].split(":")[0]
+    return format_number(value, pattern)
+
+
+def speedup_cells(row: dict) -> list[str]:
+    return [fastcnn_figure_cell(row, row[key], "{:.2f}x") for key in ("speedup_vs_reference", "speedup_vs_torch")]
 
 
 def check_cell(row: dict) -> str:
@@ -455,11 +479,10 @@ def conv_table(rows: list[dict]) -> str:
     cells = [[
         row["op"], row["shape"], str(row["threads"]),
         *(format_ms(row["ms"][name]) for name in IMPLEMENTATIONS),
-        format_number(row["gflops"]["fastcnn"], "{:.1f}"),
-        format_number(row["percent_of_sgemm_peak"]["fastcnn"], "{:.0f}%"),
+        fastcnn_figure_cell(row, row["gflops"]["fastcnn"], "{:.1f}"),
+        fastcnn_figure_cell(row, row["percent_of_sgemm_peak"]["fastcnn"], "{:.0f}%"),
         format_number(row["gflops"]["torch"], "{:.1f}"),
-        speedup_cell(row, "speedup_vs_reference"), speedup_cell(row, "speedup_vs_torch"),
-        check_cell(row), target_cell(row["meets_target"]),
+        *speedup_cells(row), check_cell(row), target_cell(row["meets_target"]),
     ] for row in rows]
     return markdown_table(headers, cells)
 
@@ -470,7 +493,7 @@ def pool_table(rows: list[dict]) -> str:
     cells = [[
         row["op"], row["shape"], str(row["threads"]),
         *(format_ms(row["ms"][name]) for name in IMPLEMENTATIONS),
-        speedup_cell(row, "speedup_vs_reference"), speedup_cell(row, "speedup_vs_torch"), check_cell(row),
+        *speedup_cells(row), check_cell(row),
     ] for row in rows]
     return markdown_table(headers, cells)
 
@@ -486,16 +509,17 @@ def render_markdown(report: dict) -> str:
         "",
         f"- date: {env['date']}",
         f"- machine: {env['cpu']}, {env['cores']['logical']} logical cores ({env['cores']['usable']} usable); "
-        f"{env['platform']}",
+        f"{env['platform']}; load average at start {format_number(env['load_average_at_start'], '{:.2f}')}",
         f"- versions: fastcnn {env['fastcnn']} (SIMD {env['simd_level']}), numpy {env['numpy']} "
         f"({env['numpy_blas']}), torch {env['torch']}, python {env['python']}",
-        f"- threads: {', '.join(map(str, env['threads']))} (fastcnn.set_num_threads and torch.set_num_threads); "
+        f"- threads: {', '.join(map(str, env['threads']))} (fastcnn.set_num_threads"
+        f"{'' if env['torch'] == 'not installed' else ' and torch.set_num_threads'}); "
         f"NumPy BLAS threads: {env['numpy_blas_threads']}",
         f"- sgemm peak (NumPy float32 {SGEMM_SIZE}x{SGEMM_SIZE} matmul): {peaks}",
-        f"- each time: median of {env['repeats']} calls after one warm-up call; conv2d is float32 NCHW, stride 1, "
-        "forward with bias; GFLOP/s counts 2*N*C_out*C_in*k*k*H_out*W_out per pass",
+        f"- each time: median of {env['repeats']} calls after {WARM_UP_SECONDS:g} s of warm-up calls; conv2d is "
+        "float32 NCHW, stride 1, forward with bias; GFLOP/s counts 2*N*C_out*C_in*k*k*H_out*W_out per pass",
         "- vs reference / vs torch: the other's time divided by fastcnn's (above 1: fastcnn is faster); "
-        f"check: fastcnn's warm-up output against the reference (rtol {RTOL:g}, atol {ATOL_OF_SCALE:g} x "
+        f"check: fastcnn's first output against the reference (rtol {RTOL:g}, atol {ATOL_OF_SCALE:g} x "
         "max|reference|), a WRONG row shows no speedup",
         f"- target 3x ref: at {TARGET_THREADS} threads, fastcnn at least {TARGET_SPEEDUP:g}x faster than the "
         "reference and correct",
@@ -556,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=thread_counts, default=(1, 2), metavar="N[,N...]",
                         help="thread counts to measure at (default: 1,2)")
     parser.add_argument("--repeats", type=positive_int, default=None,
-                        help=f"timed calls per figure after one warm-up; the median is reported "
+                        help=f"timed calls per figure, after a warm-up; the median is reported "
                              f"(default: {DEFAULT_REPEATS}, or {QUICK_REPEATS} with --quick)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: {QUICK_REPEATS} repeats and {len(QUICK_CONV_SHAPES)} of the "
@@ -571,6 +595,9 @@ def check_thread_counts(threads) -> None:
     """Fail before a long run, not in the middle of it, on a count fastcnn refuses (ValueError)."""
     for n in threads:
         set_num_threads(n)
+        if n > usable_cores():
+            log(f"warning: {n} threads on {usable_cores()} usable cores: threads wait for each other at every "
+                "barrier, so these times say little about the kernels")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -580,7 +607,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats is None:
         args.repeats = QUICK_REPEATS if args.quick else DEFAULT_REPEATS
     torch, threadpoolctl = import_torch_or_none(), import_threadpoolctl_or_none()
-    saved_threads = get_num_threads(), torch.get_num_threads() if torch is not None else None
+    fastcnn_threads = get_num_threads()
+    torch_threads = torch.get_num_threads() if torch is not None else None
     try:
         try:
             check_thread_counts(args.threads)
@@ -588,9 +616,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(error))  # exits with status 2 and the usage line
         report = run_benchmark(args, torch, threadpoolctl)
     finally:  # main may run inside a longer-lived process: leave its thread settings as they were
-        set_num_threads(saved_threads[0])
+        set_num_threads(fastcnn_threads)
         if torch is not None:
-            torch.set_num_threads(saved_threads[1])
+            torch.set_num_threads(torch_threads)
     text = render_markdown(report)
     print(text)
     if args.markdown:
