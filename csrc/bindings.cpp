@@ -16,6 +16,7 @@
 
 #include "conv2d.h"
 #include "gemm.h"
+#include "matmul.h"
 #include "pool2d.h"
 #include "runtime.h"
 
@@ -274,6 +275,34 @@ FloatArray avg_pool2d_backward(const FloatArray& dy, index_t height, index_t wid
   return dx;
 }
 
+FloatArray matmul(const FloatArray& a, const FloatArray& b, bool transpose_a, bool transpose_b) {
+  require_ndim(a, 2, "matmul", "a");
+  require_ndim(b, 2, "matmul", "b");
+  fastcnn::MatmulGeometry g{};
+  g.m = transpose_a ? a.shape(1) : a.shape(0);
+  g.k = transpose_a ? a.shape(0) : a.shape(1);
+  const index_t k_of_b = transpose_b ? b.shape(1) : b.shape(0);
+  g.n = transpose_b ? b.shape(0) : b.shape(1);
+  g.transpose_a = transpose_a;
+  g.transpose_b = transpose_b;
+  if (k_of_b != g.k)
+    throw std::invalid_argument("matmul: inner dimensions differ: a " + shape_of(a) + (transpose_a ? "^T" : "") +
+                                " and b " + shape_of(b) + (transpose_b ? "^T" : ""));
+  if (g.m < 1 || g.n < 1 || g.k < 1) throw std::invalid_argument("matmul: operands must not be empty");
+  const int threads = fastcnn::num_threads();
+  fastcnn::check_memory("matmul", fastcnn::checked_add(float_bytes(g.m, g.n, 1, 1),
+                                                       fastcnn::matmul_workspace_bytes(g, threads), "matmul"));
+  FloatArray c(std::vector<py::ssize_t>{g.m, g.n});
+  const float* ap = a.data();
+  const float* bp = b.data();
+  float* cp = c.mutable_data();
+  {
+    py::gil_scoped_release release;
+    fastcnn::matmul(g, threads, ap, bp, cp);
+  }
+  return c;
+}
+
 bool built_with_openmp() {
 #ifdef _OPENMP
   return true;
@@ -310,6 +339,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("avg_pool2d_backward", &avg_pool2d_backward, py::arg("grad_output"), py::arg("height"), py::arg("width"),
         py::arg("kernel_size"), py::arg("stride"), py::arg("padding"), py::arg("ceil_mode"),
         py::arg("count_include_pad"));
+
+  m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("transpose_a") = false,
+        py::arg("transpose_b") = false);
 
   m.def("get_num_threads", &fastcnn::num_threads);
   m.def("set_num_threads", &fastcnn::set_num_threads, py::arg("n"));
