@@ -14,6 +14,7 @@
 #include <string>
 #include <utility>
 
+#include "activation.h"
 #include "conv2d.h"
 #include "gemm.h"
 #include "matmul.h"
@@ -303,6 +304,38 @@ FloatArray matmul(const FloatArray& a, const FloatArray& b, bool transpose_a, bo
   return c;
 }
 
+py::array_t<float> relu_forward(const FloatArray& x) {
+  fastcnn::check_memory("relu", fastcnn::checked_mul(static_cast<index_t>(x.size()), 4, "relu"));
+  py::array_t<float> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  const float* xp = x.data();
+  float* yp = y.mutable_data();
+  const index_t count = x.size();
+  const int threads = fastcnn::num_threads();
+  {
+    py::gil_scoped_release release;
+    fastcnn::relu_forward(count, threads, xp, yp);
+  }
+  return y;
+}
+
+py::array_t<float> relu_backward(const FloatArray& dy, const FloatArray& y) {
+  if (dy.ndim() != y.ndim() || !std::equal(dy.shape(), dy.shape() + dy.ndim(), y.shape()))
+    throw std::invalid_argument("relu_backward: grad_output " + shape_of(dy) + " and output " + shape_of(y) +
+                                " must have the same shape");
+  fastcnn::check_memory("relu_backward", fastcnn::checked_mul(static_cast<index_t>(dy.size()), 4, "relu"));
+  py::array_t<float> dx(std::vector<py::ssize_t>(dy.shape(), dy.shape() + dy.ndim()));
+  const float* dyp = dy.data();
+  const float* yp = y.data();
+  float* dxp = dx.mutable_data();
+  const index_t count = dy.size();
+  const int threads = fastcnn::num_threads();
+  {
+    py::gil_scoped_release release;
+    fastcnn::relu_backward(count, threads, dyp, yp, dxp);
+  }
+  return dx;
+}
+
 bool built_with_openmp() {
 #ifdef _OPENMP
   return true;
@@ -342,6 +375,9 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("transpose_a") = false,
         py::arg("transpose_b") = false);
+
+  m.def("relu_forward", &relu_forward, py::arg("x"));
+  m.def("relu_backward", &relu_backward, py::arg("grad_output"), py::arg("output"));
 
   m.def("get_num_threads", &fastcnn::num_threads);
   m.def("set_num_threads", &fastcnn::set_num_threads, py::arg("n"));

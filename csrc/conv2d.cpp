@@ -120,25 +120,25 @@ void im2col_packed(const GemmKernel& gemm, const ConvGeometry& g, const float* p
 }
 
 // Rows [row0, row0 + rows) x columns [p0, p0 + cols) of the im2col matrix, transposed, as packed B
-// (K = cols, N = rows) for the weight-gradient GEMM dW += dY * col^T when output planes are small. Each row is
-// built in `row_buffer`, then spread down its lane of the packed panel (the panel stays in L1/L2).
+// (K = cols, N = rows) for the weight-gradient GEMM dW += dY * col^T when output planes are small. One panel's
+// NR rows are built in `tile` (NR x cols, in L1/L2), then copied column by column into the panel, so every
+// write to the panel is a run of NR consecutive floats.
 void im2col_packed_transposed(const GemmKernel& gemm, const ConvGeometry& g, const float* planes, index_t row0,
-                              index_t rows, index_t p0, index_t cols, float* row_buffer, float* packed) {
+                              index_t rows, index_t p0, index_t cols, float* tile, float* packed) {
   const index_t nr = gemm.nr, kc = gemm.kc;
-  for (index_t r = 0; r < rows; ++r) {
-    im2col(g, planes, row0 + r, 1, p0, cols, row_buffer, cols);
+  for (index_t r0 = 0; r0 < rows; r0 += nr) {
+    const index_t panel_rows = std::min(nr, rows - r0);
+    im2col(g, planes, row0 + r0, panel_rows, p0, cols, tile, cols);
     for (index_t k0 = 0; k0 < cols; k0 += kc) {
-      float* dst = gemm.packed_b_at(packed, cols, rows, k0, r);
+      float* dst = gemm.packed_b_at(packed, cols, rows, k0, r0);
       const index_t block = std::min(kc, cols - k0);
-      for (index_t t = 0; t < block; ++t) dst[t * nr] = row_buffer[k0 + t];
+      for (index_t t = 0; t < block; ++t) {
+        float* lane = dst + t * nr;
+        const float* src = tile + k0 + t;
+        for (index_t j = 0; j < panel_rows; ++j) lane[j] = src[j * cols];
+        for (index_t j = panel_rows; j < nr; ++j) lane[j] = 0.0f;  // lanes past N are zero
+      }
     }
-  }
-  const index_t used = rows % nr;
-  if (used == 0) return;
-  for (index_t k0 = 0; k0 < cols; k0 += kc) {  // zero the lanes of the last panel that lie past N
-    float* dst = gemm.packed_b_at(packed, cols, rows, k0, rows);
-    const index_t block = std::min(kc, cols - k0);
-    for (index_t t = 0; t < block; ++t) std::fill(dst + t * nr, dst + t * nr + (nr - used), 0.0f);
   }
 }
 
@@ -212,11 +212,11 @@ BackwardWeightPlan plan_backward_weight(const ConvGeometry& g, int threads) {
   plan.inner_products = plan.column_block >= kInnerProductMinColumns;
   if (plan.inner_products) {  // per thread: one im2col block, read as it is
     plan.per_thread_floats = g.is_pointwise() ? 1 : checked_mul(plan.chunk_rows, plan.column_block, "conv2d");
-  } else {  // per thread: packed dY block, packed im2col^T block and one im2col row
+  } else {  // per thread: packed dY block, packed im2col^T block and one panel's rows of im2col
     plan.per_thread_floats = checked_add(
         checked_add(gemm.packed_a_floats(g.out_channels_per_group(), plan.column_block),
                     gemm.packed_b_floats(plan.column_block, plan.chunk_rows), "conv2d"),
-        plan.column_block, "conv2d");
+        checked_mul(gemm.nr, plan.column_block, "conv2d"), "conv2d");
   }
   const index_t weight_floats = checked_mul(g.out_channels, g.patch_size(), "conv2d");
   plan.partial_floats = plan.sample_chunks > 1 ? checked_mul(plan.sample_chunks, weight_floats, "conv2d") : 0;
@@ -398,12 +398,12 @@ void conv2d_backward_weight(const ConvGeometry& g, int threads, const float* dy,
         } else {
           float* packed_dy = columns;
           float* packed_columns = packed_dy + gemm.packed_a_floats(cout_g, plan.column_block);
-          float* row_buffer = packed_columns + gemm.packed_b_floats(plan.column_block, plan.chunk_rows);
+          float* tile = packed_columns + gemm.packed_b_floats(plan.column_block, plan.chunk_rows);
           gemm.pack_a(cout_g, cols, MatrixView{dy_group + p0, plane, 1}, packed_dy);
           if (g.is_pointwise()) {
             gemm.pack_b(cols, r1 - r0, MatrixView{x_group + r0 * g.in_plane() + p0, 1, g.in_plane()}, packed_columns);
           } else {
-            im2col_packed_transposed(gemm, g, x_group, r0, r1 - r0, p0, cols, row_buffer, packed_columns);
+            im2col_packed_transposed(gemm, g, x_group, r0, r1 - r0, p0, cols, tile, packed_columns);
           }
           gemm.multiply_packed(cout_g, r1 - r0, cols, packed_dy, packed_columns, target, patch, accumulate);
         }

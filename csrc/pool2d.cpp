@@ -64,17 +64,17 @@ void max_pool2d_forward(const PoolGeometry& g, int threads, const float* x, floa
       for (index_t ow = 0; ow < g.out_width; ++ow) {
         const Window ww = window(ow, g.stride_w, g.pad_w, g.kernel_width, g.in_width);
         // As PyTorch: start from -inf at the first real pixel; take a value if it is larger or NaN, so NaN
-        // propagates (the last NaN's index wins) and ties keep the first maximum.
+        // propagates (the last NaN's index wins) and ties keep the first maximum. Written with selects rather
+        // than branches: on real data "is this larger?" is a coin toss the branch predictor keeps losing.
         index_t best = wh.begin * g.in_width + ww.begin;
         float best_value = -std::numeric_limits<float>::infinity();
         for (index_t ih = wh.begin; ih < wh.end; ++ih) {
           const float* row = plane + ih * g.in_width;
           for (index_t iw = ww.begin; iw < ww.end; ++iw) {
             const float v = row[iw];
-            if (v > best_value || std::isnan(v)) {
-              best_value = v;
-              best = ih * g.in_width + iw;
-            }
+            const bool take = (v > best_value) | (v != v);
+            best_value = take ? v : best_value;
+            best = take ? ih * g.in_width + iw : best;
           }
         }
         out[oh * g.out_width + ow] = best_value;
