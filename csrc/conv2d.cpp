@@ -1,13 +1,16 @@
 // Convolution as GEMM over im2col blocks.
 //
-// Layout: x [N, C_in, H, W], w [C_out, C_in/groups, kH, kW], y [N, C_out, H_out, W_out]. For one sample and one
-// group, y_g (C_out/g x P) = w_g (C_out/g x K) * col (K x P), where P = H_out * W_out and the K = C_in/g * kH * kW
-// rows of col are the input pixels under each kernel position. col is built one block of output columns at a
-// time (column_block), small enough to stay in L2 while the GEMM consumes it; 1x1 stride-1 convolutions skip it.
+// Layout: x [N, C_in, H, W], w [C_out, C_in/groups, kH, kW], y [N, C_out, H_out, W_out]. For one group,
+// y_g (C_out/g x N*P) = w_g (C_out/g x K) * col (K x N*P), where P = H_out * W_out and the K = C_in/g * kH * kW
+// rows of col are the input pixels under each kernel position. The N*P output columns are cut into blocks
+// (ColumnBlocks) small enough for their im2col to stay in L2 while the GEMM consumes it: a block is part of one
+// sample's plane when planes are large, or several whole samples when planes are small (LeNet's 10x10 maps),
+// which keeps GEMM tiles full and per-call costs amortised. im2col is written straight into the GEMM's packed
+// layout; 1x1 stride-1 convolutions need none.
 //
 // Work split and determinism: each work item writes a disjoint part of the output and sums every element in an
-// order fixed by the geometry alone (the column blocks, the GEMM's K blocks, the sample chunks of the weight
-// gradient), never by the thread count. So any number of threads gives bitwise the same result.
+// order fixed by the geometry alone (the GEMM's K blocks, and for the weight gradient the sample chunks and the
+// samples per block), never by the thread count. So any number of threads gives bitwise the same result.
 #include "conv2d.h"
 
 #include <algorithm>
@@ -15,174 +18,119 @@
 #include <string>
 
 #include "gemm.h"
+#include "im2col.h"
 
 namespace fastcnn {
 namespace {
 
 constexpr index_t kColumnBudgetFloats = 128 * 1024;  // 512 KiB of im2col per block: fits in L2 beside the GEMM
-constexpr index_t kMaxWeightSampleChunks = 16;
-constexpr index_t kInnerProductMinColumns = 512;       // partial weight gradients summed in a fixed order
+constexpr index_t kMaxWeightSampleChunks = 16;       // partial weight gradients, summed in chunk order
+constexpr index_t kInnerProductMinColumns = 512;     // weight gradient: unpacked inner products from this width
+constexpr index_t kMultiSampleMaxPlane = 256;        // blocks span whole samples only for planes this small
 
 std::string shape_text(index_t a, index_t b) { return std::to_string(a) + "x" + std::to_string(b); }
 
 [[noreturn]] void fail(const std::string& message) { throw std::invalid_argument("conv2d: " + message); }
 
-index_t column_block(const ConvGeometry& g) {
-  const index_t plane = g.out_plane();
-  index_t cols = kColumnBudgetFloats / std::max<index_t>(1, g.patch_size());
-  cols = std::max<index_t>(64, cols / 64 * 64);
-  return std::min(cols, plane);
+// Output columns of a GEMM block that keep its im2col inside the budget (a multiple of 64, at least 64).
+index_t column_target(const ConvGeometry& g) {
+  const index_t cols = kColumnBudgetFloats / std::max<index_t>(1, g.patch_size());
+  return std::max<index_t>(64, cols / 64 * 64);
 }
 
-// Rows [row0, row0 + rows) of the im2col matrix of one sample and group, columns [p0, p0 + cols), into dst
-// (row stride ld). Row r is input channel r / (kH*kW) of `planes` at kernel offset (r / kW % kH, r % kW).
-void im2col(const ConvGeometry& g, const float* planes, index_t row0, index_t rows, index_t p0, index_t cols,
-            float* dst, index_t ld) {
-  const index_t area = g.kernel_area();
-  for (index_t r = row0; r < row0 + rows; ++r) {
-    const index_t channel = r / area, ki = (r % area) / g.kernel_width, kj = r % g.kernel_width;
-    const float* plane = planes + channel * g.in_plane();
-    float* out = dst + (r - row0) * ld;
-    index_t oh = p0 / g.out_width, ow = p0 % g.out_width;
-    for (index_t done = 0; done < cols; ow = 0, ++oh) {
-      const index_t segment = std::min(g.out_width - ow, cols - done);
-      float* seg = out + done;
-      done += segment;
-      const index_t ih = oh * g.stride_h - g.pad_top + ki * g.dilation_h;
-      if (ih < 0 || ih >= g.in_height) {
-        std::fill(seg, seg + segment, 0.0f);
-        continue;
-      }
-      const float* src = plane + ih * g.in_width;
-      const index_t iw0 = ow * g.stride_w - g.pad_left + kj * g.dilation_w;
-      if (g.stride_w == 1) {
-        const index_t lo = std::clamp<index_t>(-iw0, 0, segment);
-        const index_t hi = std::clamp<index_t>(g.in_width - iw0, lo, segment);
-        std::fill(seg, seg + lo, 0.0f);
-        std::memcpy(seg + lo, src + iw0 + lo, static_cast<std::size_t>(hi - lo) * sizeof(float));
-        std::fill(seg + hi, seg + segment, 0.0f);
-      } else {
-        for (index_t t = 0; t < segment; ++t) {
-          const index_t iw = iw0 + t * g.stride_w;
-          seg[t] = (iw >= 0 && iw < g.in_width) ? src[iw] : 0.0f;
-        }
-      }
+// How one group's N * P output columns are cut into GEMM blocks.
+struct ColumnBlocks {
+  index_t samples_per_block;  // > 1: each block holds that many whole samples
+  index_t block_columns;      // columns of a full block
+  index_t blocks_per_sample;  // when samples_per_block == 1: blocks one plane is cut into
+  index_t count;              // blocks per group
+
+  struct Block {
+    index_t n0, samples, p0, cols;  // samples [n0, n0 + samples), each contributing columns [p0, p0 + cols)
+    index_t width() const { return samples * cols; }
+  };
+
+  Block at(const ConvGeometry& g, index_t block) const {
+    if (samples_per_block > 1) {
+      const index_t n0 = block * samples_per_block;
+      return Block{n0, std::min(samples_per_block, g.batch - n0), 0, g.out_plane()};
     }
+    const index_t n = block / blocks_per_sample, p0 = (block % blocks_per_sample) * block_columns;
+    return Block{n, 1, p0, std::min(block_columns, g.out_plane() - p0)};
   }
+};
+
+// `max_samples` caps the samples per block (forward passes use it to leave a block for every thread).
+ColumnBlocks column_blocks(const ConvGeometry& g, index_t max_samples) {
+  const index_t plane = g.out_plane(), target = column_target(g);
+  ColumnBlocks blocks{};
+  blocks.samples_per_block =
+      plane > kMultiSampleMaxPlane ? 1 : std::max<index_t>(1, std::min({target / plane, max_samples, g.batch}));
+  if (blocks.samples_per_block > 1) {
+    blocks.block_columns = blocks.samples_per_block * plane;
+    blocks.blocks_per_sample = 0;
+    blocks.count = ceil_div(g.batch, blocks.samples_per_block);
+  } else {
+    blocks.block_columns = std::min(target, plane);
+    blocks.blocks_per_sample = ceil_div(plane, blocks.block_columns);
+    blocks.count = checked_mul(g.batch, blocks.blocks_per_sample, "conv2d");
+  }
+  return blocks;
 }
 
-// The adjoint of im2col: adds rows [0, rows) of src (channels starting at `planes`) back onto the input planes.
-// For a fixed row, distinct columns land on distinct pixels, so each pixel receives its terms in row order.
-void col2im_add(const ConvGeometry& g, float* planes, index_t rows, index_t p0, index_t cols, const float* src,
-                index_t ld) {
-  const index_t area = g.kernel_area();
-  for (index_t r = 0; r < rows; ++r) {
-    const index_t channel = r / area, ki = (r % area) / g.kernel_width, kj = r % g.kernel_width;
-    float* plane = planes + channel * g.in_plane();
-    const float* in = src + r * ld;
-    index_t oh = p0 / g.out_width, ow = p0 % g.out_width;
-    for (index_t done = 0; done < cols; ow = 0, ++oh) {
-      const index_t segment = std::min(g.out_width - ow, cols - done);
-      const float* seg = in + done;
-      done += segment;
-      const index_t ih = oh * g.stride_h - g.pad_top + ki * g.dilation_h;
-      if (ih < 0 || ih >= g.in_height) continue;
-      float* dst = plane + ih * g.in_width;
-      const index_t iw0 = ow * g.stride_w - g.pad_left + kj * g.dilation_w;
-      if (g.stride_w == 1) {
-        const index_t lo = std::clamp<index_t>(-iw0, 0, segment);
-        const index_t hi = std::clamp<index_t>(g.in_width - iw0, lo, segment);
-        for (index_t t = lo; t < hi; ++t) dst[iw0 + t] += seg[t];
-      } else {
-        for (index_t t = 0; t < segment; ++t) {
-          const index_t iw = iw0 + t * g.stride_w;
-          if (iw >= 0 && iw < g.in_width) dst[iw] += seg[t];
-        }
-      }
-    }
-  }
-}
-
-// Rows [0, rows) of the im2col matrix of one sample and group, columns [p0, p0 + cols), written straight into
-// packed B (K = rows, N = cols) for the forward GEMM: no intermediate im2col matrix to write and read again.
-void im2col_packed(const GemmKernel& gemm, const ConvGeometry& g, const float* planes, index_t rows, index_t p0,
-                   index_t cols, float* row_buffer, float* packed) {
-  const index_t nr = gemm.nr;
-  for (index_t r = 0; r < rows; ++r) {
-    im2col(g, planes, r, 1, p0, cols, row_buffer, cols);
-    for (index_t j0 = 0; j0 < cols; j0 += nr) {
-      const index_t n = std::min(nr, cols - j0);
-      float* dst = gemm.packed_b_at(packed, rows, cols, r, j0);
-      std::memcpy(dst, row_buffer + j0, static_cast<std::size_t>(n) * sizeof(float));
-      std::fill(dst + n, dst + nr, 0.0f);
-    }
-  }
-}
-
-// Rows [row0, row0 + rows) x columns [p0, p0 + cols) of the im2col matrix, transposed, as packed B
-// (K = cols, N = rows) for the weight-gradient GEMM dW += dY * col^T when output planes are small. One panel's
-// NR rows are built in `tile` (NR x cols, in L1/L2), then copied column by column into the panel, so every
-// write to the panel is a run of NR consecutive floats.
-void im2col_packed_transposed(const GemmKernel& gemm, const ConvGeometry& g, const float* planes, index_t row0,
-                              index_t rows, index_t p0, index_t cols, float* tile, float* packed) {
-  const index_t nr = gemm.nr, kc = gemm.kc;
-  for (index_t r0 = 0; r0 < rows; r0 += nr) {
-    const index_t panel_rows = std::min(nr, rows - r0);
-    im2col(g, planes, row0 + r0, panel_rows, p0, cols, tile, cols);
-    for (index_t k0 = 0; k0 < cols; k0 += kc) {
-      float* dst = gemm.packed_b_at(packed, cols, rows, k0, r0);
-      const index_t block = std::min(kc, cols - k0);
-      for (index_t t = 0; t < block; ++t) {
-        float* lane = dst + t * nr;
-        const float* src = tile + k0 + t;
-        for (index_t j = 0; j < panel_rows; ++j) lane[j] = src[j * cols];
-        for (index_t j = panel_rows; j < nr; ++j) lane[j] = 0.0f;  // lanes past N are zero
-      }
-    }
-  }
+// Forward-style passes have no sum across samples, so blocks may shrink to leave one for every thread.
+index_t samples_for_threads(const ConvGeometry& g, int threads) {
+  return std::max<index_t>(1, g.batch / ceil_div(threads, g.groups));
 }
 
 // Balanced split of [0, total) into `parts` ranges; returns the start of range `part`.
 index_t split_point(index_t total, index_t parts, index_t part) { return total * part / parts; }
 
 struct ForwardPlan {
-  index_t column_block, blocks, items, per_thread_floats, packed_weight_floats;
+  ColumnBlocks blocks;
+  index_t items, per_thread_floats, packed_weight_floats;
   int threads;
 };
 
 ForwardPlan plan_forward(const ConvGeometry& g, int threads) {
   const GemmKernel& gemm = gemm_kernel();
   ForwardPlan plan{};
-  plan.column_block = column_block(g);
-  plan.blocks = ceil_div(g.out_plane(), plan.column_block);
-  plan.items = checked_mul(checked_mul(g.batch, g.groups, "conv2d"), plan.blocks, "conv2d");
+  plan.blocks = column_blocks(g, samples_for_threads(g, threads));
+  plan.items = checked_mul(g.groups, plan.blocks.count, "conv2d");
   plan.threads = static_cast<int>(std::min<index_t>(threads, plan.items));
-  // per thread: packed im2col block and one im2col row
-  plan.per_thread_floats = checked_add(gemm.packed_b_floats(g.patch_size(), plan.column_block), plan.column_block, "conv2d");
-  plan.packed_weight_floats = checked_mul(g.groups, gemm.packed_a_floats(g.out_channels_per_group(), g.patch_size()), "conv2d");
+  const index_t width = plan.blocks.block_columns, cout_g = g.out_channels_per_group();
+  // per thread: packed im2col block, one im2col row, and the block's output when it spans several samples
+  const index_t staging = plan.blocks.samples_per_block > 1 ? checked_mul(cout_g, width, "conv2d") : 0;
+  plan.per_thread_floats = checked_add(checked_add(gemm.packed_b_floats(g.patch_size(), width), width, "conv2d"),
+                                       staging, "conv2d");
+  plan.packed_weight_floats = checked_mul(g.groups, gemm.packed_a_floats(cout_g, g.patch_size()), "conv2d");
   return plan;
 }
 
 struct BackwardInputPlan {
-  index_t column_block, channel_chunks, chunk_rows, items, per_thread_floats, packed_weight_floats;
+  ColumnBlocks blocks;
+  index_t channel_chunks, chunk_rows, items, per_thread_floats, packed_weight_floats;
   int threads;
 };
 
 BackwardInputPlan plan_backward_input(const ConvGeometry& g, int threads) {
   const GemmKernel& gemm = gemm_kernel();
   BackwardInputPlan plan{};
-  plan.column_block = column_block(g);
-  const index_t samples_groups = checked_mul(g.batch, g.groups, "conv2d");
-  // Few samples: split the input channels too so every thread has work. A pixel only receives terms from its
+  // A block's columns must cover whole planes here (col2im of a partial plane would need the rest), so planes
+  // larger than the budget are handled a sample at a time with the column loop inside the item.
+  plan.blocks = column_blocks(g, samples_for_threads(g, threads));
+  const index_t block_groups = checked_mul(g.groups, plan.blocks.samples_per_block > 1 ? plan.blocks.count : g.batch,
+                                           "conv2d");
+  // Few blocks: split the input channels too so every thread has work. A pixel only receives terms from its
   // own channel's rows, so this split does not change any sum.
-  plan.channel_chunks = samples_groups >= threads ? 1 : std::min(g.in_channels_per_group(), ceil_div(threads, samples_groups));
-  plan.items = samples_groups * plan.channel_chunks;
+  plan.channel_chunks = block_groups >= threads ? 1 : std::min(g.in_channels_per_group(), ceil_div(threads, block_groups));
+  plan.items = block_groups * plan.channel_chunks;
   plan.threads = static_cast<int>(std::min<index_t>(threads, plan.items));
   plan.chunk_rows = ceil_div(g.in_channels_per_group(), plan.channel_chunks) * g.kernel_area();
-  const index_t cout_g = g.out_channels_per_group();
+  const index_t width = plan.blocks.block_columns, cout_g = g.out_channels_per_group();
   // per thread: packed dY block and the GEMM's output columns for col2im
-  const index_t columns = g.is_pointwise() ? 0 : checked_mul(plan.chunk_rows, plan.column_block, "conv2d");
-  plan.per_thread_floats = checked_add(gemm.packed_b_floats(cout_g, plan.column_block), columns, "conv2d");
+  const index_t columns = g.is_pointwise() && plan.blocks.samples_per_block == 1 ? 0 : checked_mul(plan.chunk_rows, width, "conv2d");
+  plan.per_thread_floats = checked_add(gemm.packed_b_floats(cout_g, width), columns, "conv2d");
   // W^T packed once per call for every (group, channel chunk)
   plan.packed_weight_floats =
       checked_mul(checked_mul(g.groups, plan.channel_chunks, "conv2d"), gemm.packed_a_floats(plan.chunk_rows, cout_g), "conv2d");
@@ -190,7 +138,8 @@ BackwardInputPlan plan_backward_input(const ConvGeometry& g, int threads) {
 }
 
 struct BackwardWeightPlan {
-  index_t column_block, sample_chunks, row_chunks, chunk_rows, items, per_thread_floats, partial_floats;
+  ColumnBlocks blocks;
+  index_t sample_chunks, row_chunks, chunk_rows, items, per_thread_floats, partial_floats;
   int threads;
   bool inner_products;  // long pixel rows: unpacked inner products; short ones: the packed GEMM
 };
@@ -198,25 +147,27 @@ struct BackwardWeightPlan {
 BackwardWeightPlan plan_backward_weight(const ConvGeometry& g, int threads) {
   const GemmKernel& gemm = gemm_kernel();
   BackwardWeightPlan plan{};
-  plan.column_block = column_block(g);
   // The batch is summed in a fixed number of chunks (a function of N only), each into its own partial
-  // gradient, and the partials are added in chunk order: parallel, yet the same bits for any thread count.
+  // gradient, and the partials are added in chunk order. Inside a chunk, blocks of whole samples (also fixed by
+  // the geometry) form the GEMM's K dimension. Parallel, yet the same bits for any thread count.
   plan.sample_chunks = std::min(g.batch, kMaxWeightSampleChunks);
+  // Inner products along pixels need no transposing copy, but pay a horizontal sum per element: they win for
+  // long pixel rows of one sample (measured: LeNet's 28x28 planes), the packed GEMM otherwise.
+  plan.inner_products = std::min(column_target(g), g.out_plane()) >= kInnerProductMinColumns;
+  plan.blocks = column_blocks(g, plan.inner_products ? 1 : ceil_div(g.batch, plan.sample_chunks));
   const index_t chunk_groups = plan.sample_chunks * g.groups;
   plan.row_chunks = chunk_groups >= threads ? 1 : std::min(g.patch_size(), ceil_div(threads, chunk_groups));
   plan.items = chunk_groups * plan.row_chunks;
   plan.threads = static_cast<int>(std::min<index_t>(threads, plan.items));
   plan.chunk_rows = ceil_div(g.patch_size(), plan.row_chunks);
-  // Inner products along pixels need no transposing copy, but pay a horizontal sum per element: they win when
-  // a block has many pixels (measured: LeNet's 28x28 planes), the packed GEMM when it has few.
-  plan.inner_products = plan.column_block >= kInnerProductMinColumns;
+  const index_t width = plan.blocks.block_columns;
   if (plan.inner_products) {  // per thread: one im2col block, read as it is
-    plan.per_thread_floats = g.is_pointwise() ? 1 : checked_mul(plan.chunk_rows, plan.column_block, "conv2d");
+    plan.per_thread_floats = g.is_pointwise() ? 1 : checked_mul(plan.chunk_rows, width, "conv2d");
   } else {  // per thread: packed dY block, packed im2col^T block and one panel's rows of im2col
     plan.per_thread_floats = checked_add(
-        checked_add(gemm.packed_a_floats(g.out_channels_per_group(), plan.column_block),
-                    gemm.packed_b_floats(plan.column_block, plan.chunk_rows), "conv2d"),
-        checked_mul(gemm.nr, plan.column_block, "conv2d"), "conv2d");
+        checked_add(gemm.packed_a_floats(g.out_channels_per_group(), width),
+                    gemm.packed_b_floats(width, plan.chunk_rows), "conv2d"),
+        checked_mul(gemm.nr, std::min(width, g.out_plane()), "conv2d"), "conv2d");
   }
   const index_t weight_floats = checked_mul(g.out_channels, g.patch_size(), "conv2d");
   plan.partial_floats = plan.sample_chunks > 1 ? checked_mul(plan.sample_chunks, weight_floats, "conv2d") : 0;
@@ -279,7 +230,7 @@ index_t conv2d_backward_weight_workspace_bytes(const ConvGeometry& g, int thread
 void conv2d_forward(const ConvGeometry& g, int threads, const float* x, const float* w, const float* b, float* y) {
   const GemmKernel& gemm = gemm_kernel();
   const ForwardPlan plan = plan_forward(g, threads);
-  const index_t plane = g.out_plane(), patch = g.patch_size();
+  const index_t plane = g.out_plane(), patch = g.patch_size(), width = plan.blocks.block_columns;
   const index_t cin_g = g.in_channels_per_group(), cout_g = g.out_channels_per_group();
   // The weights are the A operand of every work item: pack them once per call.
   FloatBuffer packed_weights = allocate_floats(plan.packed_weight_floats);
@@ -289,25 +240,39 @@ void conv2d_forward(const ConvGeometry& g, int threads, const float* x, const fl
   FloatBuffer workspace = allocate_floats(plan.threads * plan.per_thread_floats);
 
   parallel_for(plan.items, plan.threads, [&](index_t item, int thread) {
-    const index_t block = item % plan.blocks, sample_group = item / plan.blocks;
-    const index_t group = sample_group % g.groups, n = sample_group / g.groups;
-    const index_t p0 = block * plan.column_block, cols = std::min(plan.column_block, plane - p0);
-    const float* x_group = x + (n * g.in_channels + group * cin_g) * g.in_plane();
+    const index_t group = item % g.groups;
+    const ColumnBlocks::Block block = plan.blocks.at(g, item / g.groups);
+    const index_t total = block.width();
     float* packed_columns = workspace.get() + thread * plan.per_thread_floats;
-    float* row_buffer = packed_columns + gemm.packed_b_floats(patch, plan.column_block);
+    float* row_buffer = packed_columns + gemm.packed_b_floats(patch, width);
+    float* staging = row_buffer + width;
 
-    if (g.is_pointwise()) {
-      gemm.pack_b(patch, cols, MatrixView{x_group + p0, g.in_plane(), 1}, packed_columns);
-    } else {
-      im2col_packed(gemm, g, x_group, patch, p0, cols, row_buffer, packed_columns);
+    for (index_t s = 0; s < block.samples; ++s) {
+      const float* x_group = x + ((block.n0 + s) * g.in_channels + group * cin_g) * g.in_plane();
+      if (g.is_pointwise()) {
+        copy_into_packed_b(gemm, x_group + block.p0, g.in_plane(), patch, block.cols, packed_columns, patch, total, 0,
+                           s * block.cols);
+      } else {
+        im2col_packed(gemm, g, x_group, patch, block.p0, block.cols, row_buffer, packed_columns, total, s * block.cols);
+      }
     }
-    float* y_block = y + (n * g.out_channels + group * cout_g) * plane + p0;
+    zero_packed_b_tail(gemm, packed_columns, patch, total);
+
+    // One sample: straight into y. Several: into staging (C_out/g x total), then each sample's part into y.
+    const bool staged = block.samples > 1;
+    float* out = staged ? staging : y + (block.n0 * g.out_channels + group * cout_g) * plane + block.p0;
+    const index_t ld = staged ? total : plane;
     if (b != nullptr) {
-      for (index_t co = 0; co < cout_g; ++co)
-        std::fill(y_block + co * plane, y_block + co * plane + cols, b[group * cout_g + co]);
+      for (index_t co = 0; co < cout_g; ++co) std::fill(out + co * ld, out + co * ld + total, b[group * cout_g + co]);
     }
-    gemm.multiply_packed(cout_g, cols, patch, packed_weights.get() + group * weight_stride, packed_columns, y_block,
-                         plane, b != nullptr);
+    gemm.multiply_packed(cout_g, total, patch, packed_weights.get() + group * weight_stride, packed_columns, out, ld,
+                         b != nullptr);
+    if (staged) {
+      for (index_t s = 0; s < block.samples; ++s)
+        for (index_t co = 0; co < cout_g; ++co)
+          std::memcpy(y + ((block.n0 + s) * g.out_channels + group * cout_g + co) * plane, staging + co * total + s * plane,
+                      static_cast<std::size_t>(plane) * sizeof(float));
+    }
   });
 }
 
@@ -316,6 +281,8 @@ void conv2d_backward_input(const ConvGeometry& g, int threads, const float* dy, 
   const BackwardInputPlan plan = plan_backward_input(g, threads);
   const index_t plane = g.out_plane(), patch = g.patch_size(), area = g.kernel_area();
   const index_t cin_g = g.in_channels_per_group(), cout_g = g.out_channels_per_group();
+  const index_t width = plan.blocks.block_columns;
+  const bool multi = plan.blocks.samples_per_block > 1;
   auto chunk_start = [&](index_t chunk) { return split_point(cin_g, plan.channel_chunks, chunk); };
 
   // A = w_g^T restricted to a chunk's rows: A(r, co) = w[group*cout_g + co][c0*area + r]. Packed once per call.
@@ -331,31 +298,49 @@ void conv2d_backward_input(const ConvGeometry& g, int threads, const float* dy, 
   FloatBuffer workspace = allocate_floats(plan.threads * plan.per_thread_floats);
 
   parallel_for(plan.items, plan.threads, [&](index_t item, int thread) {
-    const index_t chunk = item % plan.channel_chunks, sample_group = item / plan.channel_chunks;
-    const index_t group = sample_group % g.groups, n = sample_group / g.groups;
+    const index_t chunk = item % plan.channel_chunks, block_group = item / plan.channel_chunks;
+    const index_t group = block_group % g.groups, unit = block_group / g.groups;
     const index_t c0 = chunk_start(chunk), c1 = chunk_start(chunk + 1);
     if (c0 == c1) return;
     const index_t rows = (c1 - c0) * area;
-    float* dx_planes = dx + (n * g.in_channels + group * cin_g + c0) * g.in_plane();
-    const float* dy_group = dy + (n * g.out_channels + group * cout_g) * plane;
     const float* packed_wT = packed_weights.get() + (group * plan.channel_chunks + chunk) * weight_stride;
     float* packed_dy = workspace.get() + thread * plan.per_thread_floats;
-    float* columns = packed_dy + gemm.packed_b_floats(cout_g, plan.column_block);
+    float* columns = packed_dy + gemm.packed_b_floats(cout_g, width);
+    auto dx_planes = [&](index_t n) { return dx + (n * g.in_channels + group * cin_g + c0) * g.in_plane(); };
+    auto dy_group = [&](index_t n) { return dy + (n * g.out_channels + group * cout_g) * plane; };
 
-    if (g.is_pointwise()) {
-      for (index_t p0 = 0; p0 < plane; p0 += plan.column_block) {
-        const index_t cols = std::min(plan.column_block, plane - p0);
-        gemm.pack_b(cout_g, cols, MatrixView{dy_group + p0, plane, 1}, packed_dy);
-        gemm.multiply_packed(rows, cols, cout_g, packed_wT, packed_dy, dx_planes + p0, g.in_plane(), false);
+    if (multi) {  // several whole samples in one GEMM, then col2im sample by sample
+      const ColumnBlocks::Block block = plan.blocks.at(g, unit);
+      const index_t total = block.width();
+      for (index_t s = 0; s < block.samples; ++s)
+        copy_into_packed_b(gemm, dy_group(block.n0 + s), plane, cout_g, plane, packed_dy, cout_g, total, 0, s * plane);
+      zero_packed_b_tail(gemm, packed_dy, cout_g, total);
+      gemm.multiply_packed(rows, total, cout_g, packed_wT, packed_dy, columns, total, false);
+      for (index_t s = 0; s < block.samples; ++s) {
+        float* planes = dx_planes(block.n0 + s);
+        if (g.is_pointwise()) {
+          for (index_t r = 0; r < rows; ++r)
+            std::memcpy(planes + r * g.in_plane(), columns + r * total + s * plane, static_cast<std::size_t>(plane) * sizeof(float));
+        } else {
+          std::fill(planes, planes + (c1 - c0) * g.in_plane(), 0.0f);
+          col2im_add(g, planes, rows, 0, plane, columns + s * plane, total);
+        }
       }
       return;
     }
-    std::fill(dx_planes, dx_planes + (c1 - c0) * g.in_plane(), 0.0f);
-    for (index_t p0 = 0; p0 < plane; p0 += plan.column_block) {
-      const index_t cols = std::min(plan.column_block, plane - p0);
-      gemm.pack_b(cout_g, cols, MatrixView{dy_group + p0, plane, 1}, packed_dy);
-      gemm.multiply_packed(rows, cols, cout_g, packed_wT, packed_dy, columns, cols, false);
-      col2im_add(g, dx_planes, rows, p0, cols, columns, cols);
+    // one sample, its plane in blocks of columns
+    const index_t n = unit;
+    float* planes = dx_planes(n);
+    if (!g.is_pointwise()) std::fill(planes, planes + (c1 - c0) * g.in_plane(), 0.0f);
+    for (index_t p0 = 0; p0 < plane; p0 += width) {
+      const index_t cols = std::min(width, plane - p0);
+      gemm.pack_b(cout_g, cols, MatrixView{dy_group(n) + p0, plane, 1}, packed_dy);
+      if (g.is_pointwise()) {
+        gemm.multiply_packed(rows, cols, cout_g, packed_wT, packed_dy, planes + p0, g.in_plane(), false);
+      } else {
+        gemm.multiply_packed(rows, cols, cout_g, packed_wT, packed_dy, columns, cols, false);
+        col2im_add(g, planes, rows, p0, cols, columns, cols);
+      }
     }
   });
 }
@@ -365,9 +350,10 @@ void conv2d_backward_weight(const ConvGeometry& g, int threads, const float* dy,
   const BackwardWeightPlan plan = plan_backward_weight(g, threads);
   FloatBuffer workspace = allocate_floats(plan.threads * plan.per_thread_floats);
   FloatBuffer partials = allocate_floats(plan.partial_floats);
-  const index_t plane = g.out_plane(), patch = g.patch_size();
+  const index_t plane = g.out_plane(), patch = g.patch_size(), width = plan.blocks.block_columns;
   const index_t cin_g = g.in_channels_per_group(), cout_g = g.out_channels_per_group();
   const index_t weight_floats = g.out_channels * patch;
+  const index_t per_block = plan.blocks.samples_per_block;
 
   parallel_for(plan.items, plan.threads, [&](index_t item, int thread) {
     const index_t row_chunk = item % plan.row_chunks, chunk_group = item / plan.row_chunks;
@@ -378,35 +364,57 @@ void conv2d_backward_weight(const ConvGeometry& g, int threads, const float* dy,
     const index_t n0 = split_point(g.batch, plan.sample_chunks, chunk);
     const index_t n1 = split_point(g.batch, plan.sample_chunks, chunk + 1);
     float* target = (plan.sample_chunks > 1 ? partials.get() + chunk * weight_floats : dw) + group * cout_g * patch + r0;
-    float* columns = workspace.get() + thread * plan.per_thread_floats;
+    float* space = workspace.get() + thread * plan.per_thread_floats;
+    auto x_group = [&](index_t n) { return x + (n * g.in_channels + group * cin_g) * g.in_plane(); };
+    auto dy_group = [&](index_t n) { return dy + (n * g.out_channels + group * cout_g) * plane; };
     bool accumulate = false;
-    for (index_t n = n0; n < n1; ++n) {
-      const float* x_group = x + (n * g.in_channels + group * cin_g) * g.in_plane();
-      const float* dy_group = dy + (n * g.out_channels + group * cout_g) * plane;
-      for (index_t p0 = 0; p0 < plane; p0 += plan.column_block) {
-        const index_t cols = std::min(plan.column_block, plane - p0);
-        // dW_g[:, r0:r1] += dY_g[:, p0:p0+cols] * col[r0:r1, p0:p0+cols]^T
-        if (plan.inner_products) {
-          const float* col_rows = x_group + r0 * g.in_plane() + p0;
+
+    if (plan.inner_products) {  // dW_g[:, r0:r1] += dY_g[:, p0:p0+cols] . col[r0:r1, p0:p0+cols]
+      for (index_t n = n0; n < n1; ++n) {
+        for (index_t p0 = 0; p0 < plane; p0 += width) {
+          const index_t cols = std::min(width, plane - p0);
+          const float* col_rows = x_group(n) + r0 * g.in_plane() + p0;
           index_t ld = g.in_plane();
           if (!g.is_pointwise()) {
-            im2col(g, x_group, r0, r1 - r0, p0, cols, columns, cols);
-            col_rows = columns;
+            im2col(g, x_group(n), r0, r1 - r0, p0, cols, space, cols);
+            col_rows = space;
             ld = cols;
           }
-          gemm.multiply_abt(cout_g, r1 - r0, cols, dy_group + p0, plane, col_rows, ld, target, patch, accumulate);
-        } else {
-          float* packed_dy = columns;
-          float* packed_columns = packed_dy + gemm.packed_a_floats(cout_g, plan.column_block);
-          float* tile = packed_columns + gemm.packed_b_floats(plan.column_block, plan.chunk_rows);
-          gemm.pack_a(cout_g, cols, MatrixView{dy_group + p0, plane, 1}, packed_dy);
-          if (g.is_pointwise()) {
-            gemm.pack_b(cols, r1 - r0, MatrixView{x_group + r0 * g.in_plane() + p0, 1, g.in_plane()}, packed_columns);
-          } else {
-            im2col_packed_transposed(gemm, g, x_group, r0, r1 - r0, p0, cols, tile, packed_columns);
-          }
-          gemm.multiply_packed(cout_g, r1 - r0, cols, packed_dy, packed_columns, target, patch, accumulate);
+          gemm.multiply_abt(cout_g, r1 - r0, cols, dy_group(n) + p0, plane, col_rows, ld, target, patch, accumulate);
+          accumulate = true;
         }
+      }
+      return;
+    }
+    // Packed GEMM with K = the pixels of a block: several whole samples, or part of one sample's plane.
+    float* packed_dy = space;
+    float* packed_columns = packed_dy + gemm.packed_a_floats(cout_g, width);
+    float* tile = packed_columns + gemm.packed_b_floats(width, plan.chunk_rows);
+    const index_t rows = r1 - r0;
+    auto add_piece = [&](index_t n, index_t p0, index_t cols, index_t K, index_t k0) {
+      copy_into_packed_a(gemm, dy_group(n) + p0, plane, cout_g, cols, packed_dy, K, k0);
+      if (g.is_pointwise()) {  // col is x itself
+        for (index_t p = 0; p < rows; p += gemm.nr)
+          transpose_panel_into_packed_b(gemm, x_group(n) + (r0 + p) * g.in_plane() + p0, g.in_plane(),
+                                        std::min<index_t>(gemm.nr, rows - p), cols, packed_columns, K, rows, p, k0);
+      } else {
+        im2col_packed_transposed(gemm, g, x_group(n), r0, rows, p0, cols, tile, packed_columns, K, k0);
+      }
+    };
+    if (per_block > 1) {
+      for (index_t first = n0; first < n1; first += per_block) {
+        const index_t samples = std::min(per_block, n1 - first), K = samples * plane;
+        for (index_t s = 0; s < samples; ++s) add_piece(first + s, 0, plane, K, s * plane);
+        gemm.multiply_packed(cout_g, rows, K, packed_dy, packed_columns, target, patch, accumulate);
+        accumulate = true;
+      }
+      return;
+    }
+    for (index_t n = n0; n < n1; ++n) {
+      for (index_t p0 = 0; p0 < plane; p0 += width) {
+        const index_t cols = std::min(width, plane - p0);
+        add_piece(n, p0, cols, cols, 0);
+        gemm.multiply_packed(cout_g, rows, cols, packed_dy, packed_columns, target, patch, accumulate);
         accumulate = true;
       }
     }

@@ -39,6 +39,11 @@ CONV_CASES = [
     (5, 7, 20, 20, 33, 3, 1, 1, 1, 1, True),              # sizes that leave partial GEMM tiles everywhere
     (3, 40, 12, 12, 20, 3, 1, 1, 1, 1, True),             # K spans several GEMM K-blocks
     (1, 16, 70, 70, 9, 3, 1, 1, 1, 1, True),              # several im2col column blocks
+    # many samples with small planes: GEMM blocks that span several whole samples
+    (40, 3, 7, 6, 5, 3, 1, 1, 1, 1, True),
+    (37, 4, 9, 9, 6, 3, 2, 0, 1, 2, True),                # ... with groups and stride
+    (35, 6, 5, 5, 7, 1, 1, 0, 1, 1, True),                # ... pointwise
+    (33, 3, 12, 10, 4, 5, 1, 0, 1, 1, False),             # ... LeNet-like 5x5
 ]
 
 

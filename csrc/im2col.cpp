@@ -1,0 +1,158 @@
+// im2col, col2im and the packed-layout writers; see im2col.h.
+#include "im2col.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace fastcnn {
+
+void im2col(const ConvGeometry& g, const float* planes, index_t row0, index_t rows, index_t p0, index_t cols,
+            float* dst, index_t ld) {
+  const index_t area = g.kernel_area();
+  for (index_t r = row0; r < row0 + rows; ++r) {
+    const index_t channel = r / area, ki = (r % area) / g.kernel_width, kj = r % g.kernel_width;
+    const float* plane = planes + channel * g.in_plane();
+    float* out = dst + (r - row0) * ld;
+    index_t oh = p0 / g.out_width, ow = p0 % g.out_width;
+    for (index_t done = 0; done < cols; ow = 0, ++oh) {
+      const index_t segment = std::min(g.out_width - ow, cols - done);
+      float* seg = out + done;
+      done += segment;
+      const index_t ih = oh * g.stride_h - g.pad_top + ki * g.dilation_h;
+      if (ih < 0 || ih >= g.in_height) {
+        std::fill(seg, seg + segment, 0.0f);
+        continue;
+      }
+      const float* src = plane + ih * g.in_width;
+      const index_t iw0 = ow * g.stride_w - g.pad_left + kj * g.dilation_w;
+      if (g.stride_w == 1) {
+        const index_t lo = std::clamp<index_t>(-iw0, 0, segment);
+        const index_t hi = std::clamp<index_t>(g.in_width - iw0, lo, segment);
+        // plain loops, not memcpy: segments are one output row (often 10-30 floats), where a call costs more
+        // than the copy (profiled: memmove was a third of LeNet's second convolution)
+        for (index_t t = 0; t < lo; ++t) seg[t] = 0.0f;
+        for (index_t t = lo; t < hi; ++t) seg[t] = src[iw0 + t];
+        for (index_t t = hi; t < segment; ++t) seg[t] = 0.0f;
+      } else {
+        for (index_t t = 0; t < segment; ++t) {
+          const index_t iw = iw0 + t * g.stride_w;
+          seg[t] = (iw >= 0 && iw < g.in_width) ? src[iw] : 0.0f;
+        }
+      }
+    }
+  }
+}
+
+void col2im_add(const ConvGeometry& g, float* planes, index_t rows, index_t p0, index_t cols, const float* src,
+                index_t ld) {
+  const index_t area = g.kernel_area();
+  for (index_t r = 0; r < rows; ++r) {
+    const index_t channel = r / area, ki = (r % area) / g.kernel_width, kj = r % g.kernel_width;
+    float* plane = planes + channel * g.in_plane();
+    const float* in = src + r * ld;
+    index_t oh = p0 / g.out_width, ow = p0 % g.out_width;
+    for (index_t done = 0; done < cols; ow = 0, ++oh) {
+      const index_t segment = std::min(g.out_width - ow, cols - done);
+      const float* seg = in + done;
+      done += segment;
+      const index_t ih = oh * g.stride_h - g.pad_top + ki * g.dilation_h;
+      if (ih < 0 || ih >= g.in_height) continue;
+      float* dst = plane + ih * g.in_width;
+      const index_t iw0 = ow * g.stride_w - g.pad_left + kj * g.dilation_w;
+      if (g.stride_w == 1) {
+        const index_t lo = std::clamp<index_t>(-iw0, 0, segment);
+        const index_t hi = std::clamp<index_t>(g.in_width - iw0, lo, segment);
+        for (index_t t = lo; t < hi; ++t) dst[iw0 + t] += seg[t];
+      } else {
+        for (index_t t = 0; t < segment; ++t) {
+          const index_t iw = iw0 + t * g.stride_w;
+          if (iw >= 0 && iw < g.in_width) dst[iw] += seg[t];
+        }
+      }
+    }
+  }
+}
+
+void copy_into_packed_b(const GemmKernel& gemm, const float* src, index_t ld, index_t rows, index_t cols,
+                        float* packed, index_t K, index_t N, index_t row0, index_t column0) {
+  const index_t nr = gemm.nr;
+  for (index_t r = 0; r < rows; ++r) {
+    const float* row = src + r * ld;
+    for (index_t j = 0; j < cols;) {
+      const index_t column = column0 + j;
+      const index_t run = std::min(cols - j, nr - column % nr);  // up to the end of this panel
+      float* dst = gemm.packed_b_at(packed, K, N, row0 + r, column);
+      for (index_t t = 0; t < run; ++t) dst[t] = row[j + t];  // at most NR floats: a loop beats a memcpy call
+      j += run;
+    }
+  }
+}
+
+void zero_packed_b_tail(const GemmKernel& gemm, float* packed, index_t K, index_t N) {
+  const index_t nr = gemm.nr, used = N % nr;
+  if (used == 0) return;
+  for (index_t k = 0; k < K; ++k) {
+    float* lane = gemm.packed_b_at(packed, K, N, k, N);
+    std::fill(lane, lane + (nr - used), 0.0f);
+  }
+}
+
+void copy_into_packed_a(const GemmKernel& gemm, const float* src, index_t ld, index_t M, index_t cols, float* packed,
+                        index_t K, index_t k0) {
+  const index_t mr = gemm.mr, kc = gemm.kc;
+  const index_t padded_m = ceil_div(M, mr) * mr;
+  for (index_t k = k0; k < k0 + cols;) {
+    // one K block at a time: inside it, A(i, k) sits at panel(i) + (k - block start) * MR + i % MR
+    const index_t block = k / kc, block_start = block * kc, block_size = std::min(kc, K - block_start);
+    const index_t end = std::min(k0 + cols, block_start + block_size);
+    float* base = packed + block_start * padded_m;
+    for (index_t i = 0; i < padded_m; ++i) {
+      float* dst = base + (i / mr) * mr * block_size + (k - block_start) * mr + i % mr;
+      if (i < M) {
+        const float* row = src + i * ld + (k - k0);
+        for (index_t t = 0; t < end - k; ++t) dst[t * mr] = row[t];
+      } else {
+        for (index_t t = 0; t < end - k; ++t) dst[t * mr] = 0.0f;
+      }
+    }
+    k = end;
+  }
+}
+
+void im2col_packed(const GemmKernel& gemm, const ConvGeometry& g, const float* planes, index_t rows, index_t p0,
+                   index_t cols, float* row_buffer, float* packed, index_t N, index_t column0) {
+  for (index_t r = 0; r < rows; ++r) {  // a row at a time: the row buffer stays in L1
+    im2col(g, planes, r, 1, p0, cols, row_buffer, cols);
+    copy_into_packed_b(gemm, row_buffer, cols, 1, cols, packed, rows, N, r, column0);
+  }
+}
+
+void transpose_panel_into_packed_b(const GemmKernel& gemm, const float* src, index_t ld, index_t panel_rows,
+                                   index_t cols, float* packed, index_t K, index_t N, index_t r0, index_t k0) {
+  const index_t nr = gemm.nr, kc = gemm.kc;
+  for (index_t t = 0; t < cols;) {
+    // inside one K block consecutive k are NR floats apart: find the block once, then step
+    const index_t k = k0 + t, block_start = k / kc * kc;
+    const index_t end = std::min(cols, block_start + std::min(kc, K - block_start) - k0);
+    float* lane = gemm.packed_b_at(packed, K, N, k, r0);
+    for (; t < end; ++t, lane += nr) {
+      const float* column = src + t;
+      for (index_t j = 0; j < panel_rows; ++j) lane[j] = column[j * ld];
+      for (index_t j = panel_rows; j < nr; ++j) lane[j] = 0.0f;  // lanes past N are zero
+    }
+  }
+}
+
+void im2col_packed_transposed(const GemmKernel& gemm, const ConvGeometry& g, const float* planes, index_t row0,
+                              index_t rows, index_t p0, index_t cols, float* tile, float* packed, index_t K,
+                              index_t k0) {
+  // One panel's NR rows are built in `tile` (NR x cols, in L1/L2), then copied column by column into the panel,
+  // so every write to the panel is a run of NR consecutive floats.
+  for (index_t r0 = 0; r0 < rows; r0 += gemm.nr) {
+    const index_t panel_rows = std::min<index_t>(gemm.nr, rows - r0);
+    im2col(g, planes, row0 + r0, panel_rows, p0, cols, tile, cols);
+    transpose_panel_into_packed_b(gemm, tile, cols, panel_rows, cols, packed, K, rows, r0, k0);
+  }
+}
+
+}  // namespace fastcnn
