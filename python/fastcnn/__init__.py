@@ -5,6 +5,8 @@ The compiled kernels live in the private module `fastcnn._core`; use them throug
 """
 from __future__ import annotations
 
+import importlib
+
 from . import _core, functional, nn
 from ._grad_mode import is_grad_enabled, no_grad
 from ._random import manual_seed
@@ -18,6 +20,26 @@ from ._runtime import (
 
 __version__: str = _core.__version__
 
+# Submodules and functions loaded on first use: `import fastcnn` stays cheap and needs only NumPy, and
+# `python -m fastcnn.datasets` does not find itself half-imported.
+_LAZY_MODULES = {"augment", "bench", "callbacks", "datasets", "io", "optim", "reference", "training"}
+_LAZY_NAMES = {
+    "fit": "training", "evaluate": "training", "predict": "training", "History": "training",
+    "gradcheck": "training", "input_gradient": "training", "save": "io", "load": "io",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
+    raise AttributeError(f"module 'fastcnn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | _LAZY_MODULES | set(_LAZY_NAMES))
+
 __all__ = [
     "__version__",
     "functional",
@@ -30,4 +52,6 @@ __all__ = [
     "get_memory_limit",
     "set_memory_limit",
     "simd_level",
+    *sorted(_LAZY_MODULES),
+    *sorted(_LAZY_NAMES),
 ]
