@@ -99,10 +99,9 @@ ForwardPlan plan_forward(const ConvGeometry& g, int threads) {
   plan.items = checked_mul(g.groups, plan.blocks.count, "conv2d");
   plan.threads = static_cast<int>(std::min<index_t>(threads, plan.items));
   const index_t width = plan.blocks.block_columns, cout_g = g.out_channels_per_group();
-  // per thread: packed im2col block, one im2col row, and the block's output when it spans several samples
+  // per thread: packed im2col block, and the block's output when it spans several samples
   const index_t staging = plan.blocks.samples_per_block > 1 ? checked_mul(cout_g, width, "conv2d") : 0;
-  plan.per_thread_floats = checked_add(checked_add(gemm.packed_b_floats(g.patch_size(), width), width, "conv2d"),
-                                       staging, "conv2d");
+  plan.per_thread_floats = checked_add(gemm.packed_b_floats(g.patch_size(), width), staging, "conv2d");
   plan.packed_weight_floats = checked_mul(g.groups, gemm.packed_a_floats(cout_g, g.patch_size()), "conv2d");
   return plan;
 }
@@ -244,19 +243,18 @@ void conv2d_forward(const ConvGeometry& g, int threads, const float* x, const fl
     const ColumnBlocks::Block block = plan.blocks.at(g, item / g.groups);
     const index_t total = block.width();
     float* packed_columns = workspace.get() + thread * plan.per_thread_floats;
-    float* row_buffer = packed_columns + gemm.packed_b_floats(patch, width);
-    float* staging = row_buffer + width;
+    float* staging = packed_columns + gemm.packed_b_floats(patch, width);
 
-    for (index_t s = 0; s < block.samples; ++s) {
-      const float* x_group = x + ((block.n0 + s) * g.in_channels + group * cin_g) * g.in_plane();
-      if (g.is_pointwise()) {
+    if (g.is_pointwise()) {
+      for (index_t s = 0; s < block.samples; ++s) {
+        const float* x_group = x + ((block.n0 + s) * g.in_channels + group * cin_g) * g.in_plane();
         copy_into_packed_b(gemm, x_group + block.p0, g.in_plane(), patch, block.cols, packed_columns, patch, total, 0,
                            s * block.cols);
-      } else {
-        im2col_packed(gemm, g, x_group, patch, block.p0, block.cols, row_buffer, packed_columns, total, s * block.cols);
       }
+      zero_packed_b_tail(gemm, packed_columns, patch, total);
+    } else {
+      im2col_packed(gemm, g, x, group, block.n0, block.samples, block.p0, block.cols, packed_columns);
     }
-    zero_packed_b_tail(gemm, packed_columns, patch, total);
 
     // One sample: straight into y. Several: into staging (C_out/g x total), then each sample's part into y.
     const bool staged = block.samples > 1;

@@ -119,11 +119,80 @@ void copy_into_packed_a(const GemmKernel& gemm, const float* src, index_t ld, in
   }
 }
 
-void im2col_packed(const GemmKernel& gemm, const ConvGeometry& g, const float* planes, index_t rows, index_t p0,
-                   index_t cols, float* row_buffer, float* packed, index_t N, index_t column0) {
-  for (index_t r = 0; r < rows; ++r) {  // a row at a time: the row buffer stays in L1
-    im2col(g, planes, r, 1, p0, cols, row_buffer, cols);
-    copy_into_packed_b(gemm, row_buffer, cols, 1, cols, packed, rows, N, r, column0);
+namespace {
+
+// Writes `count` values of one output row into consecutive destination floats: the input row `src` (nullptr
+// when the row lies in the padding) sampled at iw0, iw0 + stride, ..., zero outside [0, width).
+inline void sample_row(float* dst, const float* src, index_t iw0, index_t stride, index_t count, index_t width) {
+  if (src == nullptr) {
+    for (index_t t = 0; t < count; ++t) dst[t] = 0.0f;
+    return;
+  }
+  if (stride == 1) {
+    const index_t lo = std::clamp<index_t>(-iw0, 0, count);
+    const index_t hi = std::clamp<index_t>(width - iw0, lo, count);
+    for (index_t t = 0; t < lo; ++t) dst[t] = 0.0f;
+    for (index_t t = lo; t < hi; ++t) dst[t] = src[iw0 + t];
+    for (index_t t = hi; t < count; ++t) dst[t] = 0.0f;
+    return;
+  }
+  for (index_t t = 0; t < count; ++t) {
+    const index_t iw = iw0 + t * stride;
+    dst[t] = (iw >= 0 && iw < width) ? src[iw] : 0.0f;
+  }
+}
+
+}  // namespace
+
+void im2col_packed(const GemmKernel& gemm, const ConvGeometry& g, const float* x, index_t group, index_t n0,
+                   index_t samples, index_t p0, index_t cols, float* packed) {
+  // The packed buffer is written in its memory order (K block, then panel, then k): every panel row is NR
+  // consecutive floats, gathered from the few output-row segments that make up the panel's columns. Writing in
+  // row order instead scattered short runs 16 KiB apart and was bound by cache misses.
+  const index_t nr = gemm.nr, kc = gemm.kc, K = g.patch_size(), N = samples * cols;
+  const index_t padded_n = ceil_div(N, nr) * nr, area = g.kernel_area();
+  const index_t sample_stride = g.in_channels * g.in_plane();
+  const float* first = x + (n0 * g.in_channels + group * g.in_channels_per_group()) * g.in_plane();
+
+  struct Segment {
+    const float* sample;  // the group's first input plane of this segment's sample
+    index_t oh, iw0, count, offset;  // output row, its first input column (before kj), length, lane offset
+  };
+  Segment segments[256];  // a panel has at most NR (<= 256) columns, so at most NR segments
+
+  for (index_t b0 = 0; b0 < K; b0 += kc) {
+    const index_t block_size = std::min(kc, K - b0);
+    for (index_t j0 = 0; j0 < padded_n; j0 += nr) {
+      // The panel's columns as runs along output rows.
+      index_t used = 0;
+      for (index_t j = j0; j < std::min(j0 + nr, N);) {
+        const index_t s = j / cols, p = p0 + j % cols;
+        const index_t oh = p / g.out_width, ow = p % g.out_width;
+        const index_t count = std::min({g.out_width - ow, cols - j % cols, j0 + nr - j});
+        segments[used++] = Segment{first + s * sample_stride, oh, ow * g.stride_w - g.pad_left, count, j - j0};
+        j += count;
+      }
+      float* dst = packed + b0 * padded_n + j0 * block_size;
+      index_t channel = b0 / area, ki = (b0 % area) / g.kernel_width, kj = b0 % g.kernel_width;
+      for (index_t k = 0; k < block_size; ++k, dst += nr) {
+        index_t filled = 0;
+        for (index_t i = 0; i < used; ++i) {
+          const Segment& seg = segments[i];
+          const index_t ih = seg.oh * g.stride_h - g.pad_top + ki * g.dilation_h;
+          const float* src = (ih >= 0 && ih < g.in_height) ? seg.sample + channel * g.in_plane() + ih * g.in_width : nullptr;
+          sample_row(dst + seg.offset, src, seg.iw0 + kj * g.dilation_w, g.stride_w, seg.count, g.in_width);
+          filled = seg.offset + seg.count;
+        }
+        for (index_t t = filled; t < nr; ++t) dst[t] = 0.0f;  // columns past N
+        if (++kj == g.kernel_width) {
+          kj = 0;
+          if (++ki == g.kernel_height) {
+            ki = 0;
+            ++channel;
+          }
+        }
+      }
+    }
   }
 }
 

@@ -28,9 +28,10 @@ void zero_packed_b_tail(const GemmKernel& gemm, float* packed, index_t K, index_
 void copy_into_packed_a(const GemmKernel& gemm, const float* src, index_t ld, index_t M, index_t cols, float* packed,
                         index_t K, index_t k0);
 
-// im2col rows [0, rows) x columns [p0, p0 + cols) of one sample, into packed B (K = rows, N) at column0.
-void im2col_packed(const GemmKernel& gemm, const ConvGeometry& g, const float* planes, index_t rows, index_t p0,
-                   index_t cols, float* row_buffer, float* packed, index_t N, index_t column0);
+// The whole im2col matrix of one group for samples [n0, n0 + samples), each contributing output columns
+// [p0, p0 + cols), into packed B (K = patch size, N = samples * cols), padding columns zeroed.
+void im2col_packed(const GemmKernel& gemm, const ConvGeometry& g, const float* x, index_t group, index_t n0,
+                   index_t samples, index_t p0, index_t cols, float* packed);
 
 // Rows [0, panel_rows) x columns [0, cols) of src (row stride ld), transposed into the packed-B panel whose first
 // column is r0 (a multiple of NR), at rows [k0, k0 + cols); the panel's lanes past panel_rows are zeroed.
