@@ -116,6 +116,29 @@ def test_eval_mode_and_no_grad_record_nothing(rng):
         model.backward(np.ones((2, 10), np.float32))
 
 
+def test_looking_at_the_model_between_forward_and_backward_changes_nothing(rng):
+    fastcnn.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(4 * 3 * 3, 3))
+    x = rng.random((5, 1, 8, 8)).astype(np.float32)
+    criterion = nn.CrossEntropyLoss()
+    criterion(model(x), np.arange(5) % 3)
+    model.backward(criterion.backward())
+    expected = [p.grad.copy() for p in model.parameters()]
+    statistics = model[1].running_mean.copy()
+    model.zero_grad()
+
+    criterion(model(x), np.arange(5) % 3)
+    after_forward = model[1].running_mean.copy()
+    with fastcnn.no_grad():
+        model(rng.random((2, 1, 8, 8)))  # an inspection in training mode: records nothing, updates nothing
+    np.testing.assert_array_equal(model[1].running_mean, after_forward)
+    assert not np.array_equal(after_forward, statistics)  # the recorded forward did update them
+    model.backward(criterion.backward())
+    for got, want in zip((p.grad for p in model.parameters()), expected):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_batchnorm_running_statistics_follow_pytorch(rng):
     bn = nn.BatchNorm2d(3)
     x = (rng.standard_normal((8, 3, 5, 5)) * 2 + 1).astype(np.float32)

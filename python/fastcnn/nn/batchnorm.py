@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _args
+from .. import _args, _grad_mode
 from .module import Module, register_module
 from .parameter import Parameter
 
@@ -56,7 +56,7 @@ class _BatchNorm(Module):
                 raise ValueError(f"{name}: training needs more than one value per channel; got input {x.shape}")
             mean = x.mean(axis=axes, dtype=np.float64)
             var = x.var(axis=axes, dtype=np.float64)
-            if self.training and self.track_running_stats:
+            if self.training and self.track_running_stats and _grad_mode.is_grad_enabled():
                 # PyTorch's update: the running variance is the unbiased batch variance
                 unbiased = var * count / max(count - 1, 1)
                 self._set_buffer("running_mean", (1 - self.momentum) * self.running_mean + self.momentum * mean)
@@ -67,7 +67,8 @@ class _BatchNorm(Module):
         inv_std = (1.0 / np.sqrt(var + self.eps)).astype(np.float32)
         x_hat = (x - mean.astype(np.float32).reshape(shape)) * inv_std.reshape(shape)
         y = x_hat * self.weight.data.reshape(shape) + self.bias.data.reshape(shape) if self.affine else x_hat
-        self._cache = (x_hat, inv_std, use_batch_stats) if self._recording() else None
+        if self._recording():
+            self._cache = (x_hat, inv_std, use_batch_stats)
         return y.astype(np.float32, copy=False)
 
     def backward(self, grad_output, input_grad: bool = True):

@@ -97,7 +97,8 @@ class Conv2d(Module):
         _args.conv_geometry("Conv2d", x.shape, self.weight.data.shape, self.stride, self.padding, self.dilation)
         bias = None if self.bias is None else self.bias.data
         y = _core.conv2d_forward(x, self.weight.data, bias, self.stride, self._pads, self.dilation, self.groups)
-        self._cache = x if self._recording() else None
+        if self._recording():
+            self._cache = x
         return y
 
     def backward(self, grad_output, input_grad: bool = True):
@@ -163,7 +164,8 @@ class MaxPool2d(_Pool2d):
         x = self._checked_input(x)
         record = self._recording()
         y, indices = _core.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, record)
-        self._cache = (x.shape, indices) if record else None
+        if record:
+            self._cache = (x.shape, indices)
         return y
 
     def backward(self, grad_output, input_grad: bool = True):
@@ -191,7 +193,8 @@ class AvgPool2d(_Pool2d):
         x = self._checked_input(x)
         y = _core.avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                                      self.count_include_pad)
-        self._cache = x.shape if self._recording() else None
+        if self._recording():
+            self._cache = x.shape
         return y
 
     def backward(self, grad_output, input_grad: bool = True):
@@ -214,7 +217,8 @@ class _Elementwise(Module):
     def forward(self, x):
         x = _args.as_float32(x, "input", type(self).__name__)
         y, saved = self._apply(x)
-        self._cache = saved if self._recording() else None
+        if self._recording():
+            self._cache = saved
         return y
 
     def backward(self, grad_output, input_grad: bool = True):
@@ -304,7 +308,8 @@ class Flatten(Module):
         x = _args.as_float32(x, "input", "Flatten")
         if x.ndim < 2:
             raise ValueError(f"Flatten: expected input with a batch dimension and at least one more; got {x.shape}")
-        self._cache = x.shape if self._recording() else None
+        if self._recording():
+            self._cache = x.shape
         return x.reshape(x.shape[0], -1)
 
     def backward(self, grad_output, input_grad: bool = True):
@@ -342,7 +347,8 @@ class Linear(Module):
         y = _core.matmul(x, self.weight.data, transpose_b=True)
         if self.bias is not None:
             y += self.bias.data
-        self._cache = x if self._recording() else None
+        if self._recording():
+            self._cache = x
         return y
 
     def backward(self, grad_output, input_grad: bool = True):
@@ -385,11 +391,11 @@ class Dropout(Module):
     def forward(self, x):
         x = _args.as_float32(x, "input", "Dropout")
         if not self.training or self.p == 0.0:
-            self._cache = None
             return x
         rng = self._rng if self._rng is not None else _random.default_generator()
         mask = (rng.random(x.shape, dtype=np.float32) >= self.p).astype(np.float32) / np.float32(1.0 - self.p)
-        self._cache = mask if self._recording() else None
+        if self._recording():
+            self._cache = mask
         return x * mask
 
     def backward(self, grad_output, input_grad: bool = True):
@@ -411,7 +417,8 @@ class GlobalAvgPool2d(Module):
 
     def forward(self, x):
         x = _input(x, "GlobalAvgPool2d", 4, "(N, C, H, W)")
-        self._cache = x.shape if self._recording() else None
+        if self._recording():
+            self._cache = x.shape
         return x.mean(axis=(2, 3), dtype=np.float32)
 
     def backward(self, grad_output, input_grad: bool = True):

@@ -157,7 +157,11 @@ class Module:
         return self
 
     def _recording(self) -> bool:
-        """Whether this forward pass must keep what backward needs."""
+        """Whether this forward pass must keep what backward needs.
+
+        A forward pass that does not record leaves the last recorded one in place, so looking at a model (feature
+        maps, a validation pass) between a training forward and its backward does not break the step.
+        """
         return _grad_mode.is_grad_enabled() and (self.training or _grad_mode.forced_recording())
 
     @staticmethod
