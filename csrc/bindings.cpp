@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "activation.h"
+#include "batchnorm.h"
 #include "conv2d.h"
 #include "gemm.h"
 #include "matmul.h"
@@ -336,6 +337,81 @@ py::array_t<float> relu_backward(const FloatArray& dy, const FloatArray& y) {
   return dx;
 }
 
+fastcnn::BatchNormGeometry batch_norm_geometry(const FloatArray& x, const char* op) {
+  if (x.ndim() < 2) throw std::invalid_argument(std::string(op) + ": expected input (N, C, ...); got " + shape_of(x));
+  fastcnn::BatchNormGeometry g{x.shape(0), x.shape(1), 1};
+  for (py::ssize_t d = 2; d < x.ndim(); ++d) g.spatial = fastcnn::checked_mul(g.spatial, x.shape(d), op);
+  return g;
+}
+
+void require_channels(const py::array& a, index_t channels, const char* op, const char* name) {
+  if (a.ndim() != 1 || a.shape(0) != channels)
+    throw std::invalid_argument(std::string(op) + ": expected " + name + " of shape (" + std::to_string(channels) +
+                                ",); got " + shape_of(a));
+}
+
+py::tuple batch_norm_statistics(const FloatArray& x) {
+  const fastcnn::BatchNormGeometry g = batch_norm_geometry(x, "batch_norm");
+  py::array_t<double> mean(g.channels), var(g.channels);
+  const float* xp = x.data();
+  double* mp = mean.mutable_data();
+  double* vp = var.mutable_data();
+  const int threads = fastcnn::num_threads();
+  {
+    py::gil_scoped_release release;
+    fastcnn::batch_norm_statistics(g, threads, xp, mp, vp);
+  }
+  return py::make_tuple(mean, var);
+}
+
+py::array_t<float> batch_norm_apply(const FloatArray& x, const FloatArray& scale, const FloatArray& shift) {
+  const fastcnn::BatchNormGeometry g = batch_norm_geometry(x, "batch_norm");
+  require_channels(scale, g.channels, "batch_norm", "scale");
+  require_channels(shift, g.channels, "batch_norm", "shift");
+  fastcnn::check_memory("batch_norm", fastcnn::checked_mul(static_cast<index_t>(x.size()), 4, "batch_norm"));
+  py::array_t<float> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  const float* xp = x.data();
+  const float* ap = scale.data();
+  const float* bp = shift.data();
+  float* yp = y.mutable_data();
+  const int threads = fastcnn::num_threads();
+  {
+    py::gil_scoped_release release;
+    fastcnn::batch_norm_apply(g, threads, xp, ap, bp, yp);
+  }
+  return y;
+}
+
+py::tuple batch_norm_backward(const FloatArray& dy, const FloatArray& x, const FloatArray& mean,
+                              const FloatArray& inv_std, const FloatArray& weight, bool batch_statistics,
+                              bool need_input) {
+  const fastcnn::BatchNormGeometry g = batch_norm_geometry(x, "batch_norm_backward");
+  if (dy.ndim() != x.ndim() || !std::equal(dy.shape(), dy.shape() + dy.ndim(), x.shape()))
+    throw std::invalid_argument("batch_norm_backward: grad_output " + shape_of(dy) + " must have the input's shape " +
+                                shape_of(x));
+  require_channels(mean, g.channels, "batch_norm_backward", "mean");
+  require_channels(inv_std, g.channels, "batch_norm_backward", "inv_std");
+  require_channels(weight, g.channels, "batch_norm_backward", "weight");
+  fastcnn::check_memory("batch_norm_backward", fastcnn::checked_mul(static_cast<index_t>(x.size()), 4, "batch_norm"));
+  py::object dx = py::none();
+  float* dxp = nullptr;
+  if (need_input) {
+    py::array_t<float> a(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+    dxp = a.mutable_data();
+    dx = std::move(a);
+  }
+  py::array_t<float> dweight(g.channels), dbias(g.channels);
+  const float *dyp = dy.data(), *xp = x.data(), *mp = mean.data(), *rp = inv_std.data(), *wp = weight.data();
+  float* dwp = dweight.mutable_data();
+  float* dbp = dbias.mutable_data();
+  const int threads = fastcnn::num_threads();
+  {
+    py::gil_scoped_release release;
+    fastcnn::batch_norm_backward(g, threads, batch_statistics, dyp, xp, mp, rp, wp, dxp, dwp, dbp);
+  }
+  return py::make_tuple(dx, dweight, dbias);
+}
+
 bool built_with_openmp() {
 #ifdef _OPENMP
   return true;
@@ -378,6 +454,11 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("relu_forward", &relu_forward, py::arg("x"));
   m.def("relu_backward", &relu_backward, py::arg("grad_output"), py::arg("output"));
+
+  m.def("batch_norm_statistics", &batch_norm_statistics, py::arg("x"));
+  m.def("batch_norm_apply", &batch_norm_apply, py::arg("x"), py::arg("scale"), py::arg("shift"));
+  m.def("batch_norm_backward", &batch_norm_backward, py::arg("grad_output"), py::arg("x"), py::arg("mean"),
+        py::arg("inv_std"), py::arg("weight"), py::arg("batch_statistics"), py::arg("need_input"));
 
   m.def("get_num_threads", &fastcnn::num_threads);
   m.def("set_num_threads", &fastcnn::set_num_threads, py::arg("n"));

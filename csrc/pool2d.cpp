@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 
@@ -54,32 +55,82 @@ PoolGeometry make_pool_geometry(PoolGeometry g, const char* op) {
   return g;
 }
 
+namespace {
+
+// One output of max pooling, for any geometry. As PyTorch: start from -inf at the first real pixel; take a
+// value if it is larger or NaN, so NaN propagates (the last NaN's index wins) and ties keep the first maximum.
+inline void max_pool_one(const PoolGeometry& g, const float* plane, index_t oh, index_t ow, float* out,
+                         std::int64_t* out_index) {
+  const Window wh = window(oh, g.stride_h, g.pad_h, g.kernel_height, g.in_height);
+  const Window ww = window(ow, g.stride_w, g.pad_w, g.kernel_width, g.in_width);
+  index_t best = wh.begin * g.in_width + ww.begin;
+  float best_value = -std::numeric_limits<float>::infinity();
+  for (index_t ih = wh.begin; ih < wh.end; ++ih) {
+    const float* row = plane + ih * g.in_width;
+    for (index_t iw = ww.begin; iw < ww.end; ++iw) {
+      const float v = row[iw];
+      const bool take = (v > best_value) | (v != v);
+      best_value = take ? v : best_value;
+      best = take ? ih * g.in_width + iw : best;
+    }
+  }
+  out[oh * g.out_width + ow] = best_value;
+  if (out_index) out_index[oh * g.out_width + ow] = best;
+}
+
+typedef float float4 __attribute__((vector_size(16)));
+typedef std::int32_t int4 __attribute__((vector_size(16)));
+
+// 2x2 windows with stride 2, four outputs at a time: the commonest pooling in CNNs. The window's four pixels
+// are compared in PyTorch's order with vector selects; the generic loop's data-dependent branches cost more
+// than the arithmetic on real data.
+inline index_t max_pool_2x2_row(const PoolGeometry& g, const float* plane, index_t oh, index_t full_width, float* out,
+                                std::int64_t* out_index) {
+  const float* top = plane + 2 * oh * g.in_width;
+  const float* bottom = top + g.in_width;
+  index_t ow = 0;
+  for (; ow + 4 <= full_width; ow += 4) {
+    float4 t0, t1, b0, b1;
+    std::memcpy(&t0, top + 2 * ow, 16);
+    std::memcpy(&t1, top + 2 * ow + 4, 16);
+    std::memcpy(&b0, bottom + 2 * ow, 16);
+    std::memcpy(&b1, bottom + 2 * ow + 4, 16);
+    const float4 candidates[4] = {__builtin_shufflevector(t0, t1, 0, 2, 4, 6), __builtin_shufflevector(t0, t1, 1, 3, 5, 7),
+                                  __builtin_shufflevector(b0, b1, 0, 2, 4, 6), __builtin_shufflevector(b0, b1, 1, 3, 5, 7)};
+    float4 best = candidates[0];  // the first pixel is always taken: it beats -inf, or it is NaN, or it is -inf
+    int4 which = int4{0, 0, 0, 0};
+    for (int k = 1; k < 4; ++k) {
+      const int4 take = (candidates[k] > best) | (candidates[k] != candidates[k]);
+      best = take ? candidates[k] : best;
+      which = take ? int4{k, k, k, k} : which;
+    }
+    std::memcpy(out + oh * g.out_width + ow, &best, 16);
+    if (out_index) {
+      for (int lane = 0; lane < 4; ++lane) {
+        const index_t ih = 2 * oh + (which[lane] >> 1), iw = 2 * (ow + lane) + (which[lane] & 1);
+        out_index[oh * g.out_width + ow + lane] = ih * g.in_width + iw;
+      }
+    }
+  }
+  return ow;
+}
+
+}  // namespace
+
 void max_pool2d_forward(const PoolGeometry& g, int threads, const float* x, float* y, std::int64_t* indices) {
+  const bool two_by_two = g.kernel_height == 2 && g.kernel_width == 2 && g.stride_h == 2 && g.stride_w == 2 &&
+                          g.pad_h == 0 && g.pad_w == 0;
+  // outputs whose window lies wholly inside the input (ceil_mode can add a last, overhanging one)
+  const index_t full_height = std::min(g.out_height, g.in_height / 2);
+  const index_t full_width = std::min(g.out_width, g.in_width / 2);
   parallel_for(g.planes, threads, [&](index_t plane_index, int) {
     const float* plane = x + plane_index * g.in_plane();
     float* out = y + plane_index * g.out_plane();
     std::int64_t* out_index = indices ? indices + plane_index * g.out_plane() : nullptr;
     for (index_t oh = 0; oh < g.out_height; ++oh) {
-      const Window wh = window(oh, g.stride_h, g.pad_h, g.kernel_height, g.in_height);
-      for (index_t ow = 0; ow < g.out_width; ++ow) {
-        const Window ww = window(ow, g.stride_w, g.pad_w, g.kernel_width, g.in_width);
-        // As PyTorch: start from -inf at the first real pixel; take a value if it is larger or NaN, so NaN
-        // propagates (the last NaN's index wins) and ties keep the first maximum. Written with selects rather
-        // than branches: on real data "is this larger?" is a coin toss the branch predictor keeps losing.
-        index_t best = wh.begin * g.in_width + ww.begin;
-        float best_value = -std::numeric_limits<float>::infinity();
-        for (index_t ih = wh.begin; ih < wh.end; ++ih) {
-          const float* row = plane + ih * g.in_width;
-          for (index_t iw = ww.begin; iw < ww.end; ++iw) {
-            const float v = row[iw];
-            const bool take = (v > best_value) | (v != v);
-            best_value = take ? v : best_value;
-            best = take ? ih * g.in_width + iw : best;
-          }
-        }
-        out[oh * g.out_width + ow] = best_value;
-        if (out_index) out_index[oh * g.out_width + ow] = best;
-      }
+      index_t ow = 0;
+      if (two_by_two && oh < full_height) ow = max_pool_2x2_row(g, plane, oh, full_width, out, out_index);
+      for (; ow < g.out_width; ++ow) max_pool_one(g, plane, oh, ow, out, out_index);
     }
   });
 }

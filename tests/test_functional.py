@@ -174,6 +174,23 @@ def test_max_pool2d_ties_nan_and_infinity_follow_pytorch():
     np.testing.assert_array_equal(padded_indices, [[[[0, 1], [3, 4]]]])
 
 
+@pytest.mark.parametrize("width", [8, 17, 32])
+def test_max_pool2d_2x2_fast_path_keeps_pytorch_rules_for_ties_nan_and_infinity(rng, width):
+    """2x2 stride-2 windows take a vectorised path; its choices must be the generic path's, value and index."""
+    x = rng.integers(0, 3, (2, 3, 10, width)).astype(np.float32)  # small integers: many ties
+    x[rng.random(x.shape) < 0.05] = np.nan
+    x[rng.random(x.shape) < 0.05] = -np.inf
+    x[0, 0, :2, :4] = -np.inf  # whole windows of -inf
+    y, indices = F.max_pool2d(x, 2, return_indices=True)
+    ry, rindices = R.max_pool2d(x, 2, return_indices=True)
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(indices, rindices)
+    ceil_y, ceil_indices = F.max_pool2d(x[:, :, :9, :], 2, ceil_mode=True, return_indices=True)
+    ref_y, ref_indices = R.max_pool2d(x[:, :, :9, :], 2, ceil_mode=True, return_indices=True)
+    np.testing.assert_array_equal(ceil_y, ref_y)
+    np.testing.assert_array_equal(ceil_indices, ref_indices)
+
+
 def test_nan_propagates_through_conv_and_avg_pool(rng):
     x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
     x[0, 1, 2, 3] = np.nan

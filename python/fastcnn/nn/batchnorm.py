@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _args, _grad_mode
+from .. import _args, _core, _grad_mode
 from .module import Module, register_module
 from .parameter import Parameter
 
@@ -37,25 +37,17 @@ class _BatchNorm(Module):
             self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
         self._cache = None
 
-    def _axes(self, x):
-        return (0,) if x.ndim == 2 else (0, 2, 3)
-
-    def _shape(self, x):
-        return (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
-
     def forward(self, x):
         name = type(self).__name__
         x = _args.as_float32(x, "input", name)
         if x.ndim not in self.ndims or x.shape[1] != self.num_features:
             raise ValueError(f"{name}: expected input of shape {self.layout} with C={self.num_features}; got {x.shape}")
-        axes, shape = self._axes(x), self._shape(x)
         use_batch_stats = self.training or not self.track_running_stats
         if use_batch_stats:
             count = x.size // x.shape[1]
             if self.training and count < 2:
                 raise ValueError(f"{name}: training needs more than one value per channel; got input {x.shape}")
-            mean = x.mean(axis=axes, dtype=np.float64)
-            var = x.var(axis=axes, dtype=np.float64)
+            mean, var = _core.batch_norm_statistics(x)  # float64, two passes
             if self.training and self.track_running_stats and _grad_mode.is_grad_enabled():
                 # PyTorch's update: the running variance is the unbiased batch variance
                 unbiased = var * count / max(count - 1, 1)
@@ -64,30 +56,29 @@ class _BatchNorm(Module):
                 self._set_buffer("num_batches_tracked", self.num_batches_tracked + 1)
         else:
             mean, var = self.running_mean.astype(np.float64), self.running_var.astype(np.float64)
-        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(np.float32)
-        x_hat = (x - mean.astype(np.float32).reshape(shape)) * inv_std.reshape(shape)
-        y = x_hat * self.weight.data.reshape(shape) + self.bias.data.reshape(shape) if self.affine else x_hat
+        inv_std = 1.0 / np.sqrt(var + self.eps)
+        weight = self.weight.data.astype(np.float64) if self.affine else 1.0
+        bias = self.bias.data.astype(np.float64) if self.affine else 0.0
+        # y = x * scale + shift with the normalisation folded in (PyTorch's CPU kernel does the same)
+        scale = np.ascontiguousarray(inv_std * weight, dtype=np.float32)
+        shift = np.ascontiguousarray(bias - mean * inv_std * weight, dtype=np.float32)
+        y = _core.batch_norm_apply(x, scale, shift)
         if self._recording():
-            self._cache = (x_hat, inv_std, use_batch_stats)
-        return y.astype(np.float32, copy=False)
+            self._cache = (x, mean.astype(np.float32), inv_std.astype(np.float32), use_batch_stats)
+        return y
 
     def backward(self, grad_output, input_grad: bool = True):
-        x_hat, inv_std, used_batch_stats = self._require_cache(self._cache)
-        grad = np.asarray(grad_output, dtype=np.float32)
-        axes, shape = self._axes(grad), self._shape(grad)
+        x, mean, inv_std, used_batch_stats = self._require_cache(self._cache)
+        grad = np.ascontiguousarray(grad_output, dtype=np.float32)
+        weight = self.weight.data if self.affine else np.ones(self.num_features, np.float32)
+        grad_x, grad_weight, grad_bias = _core.batch_norm_backward(
+            grad, x, mean, inv_std, np.ascontiguousarray(weight), used_batch_stats, input_grad)
         if self.affine:
             if self.weight.requires_grad:
-                self._accumulate(self.weight, (grad * x_hat).sum(axis=axes, dtype=np.float64).astype(np.float32))
+                self._accumulate(self.weight, grad_weight)
             if self.bias.requires_grad:
-                self._accumulate(self.bias, grad.sum(axis=axes, dtype=np.float64).astype(np.float32))
-            grad_hat = grad * self.weight.data.reshape(shape)
-        else:
-            grad_hat = grad
-        if not used_batch_stats:  # eval with running statistics: a fixed affine map
-            return grad_hat * inv_std.reshape(shape)
-        mean_grad = grad_hat.mean(axis=axes, dtype=np.float64).astype(np.float32).reshape(shape)
-        mean_grad_xhat = (grad_hat * x_hat).mean(axis=axes, dtype=np.float64).astype(np.float32).reshape(shape)
-        return (grad_hat - mean_grad - x_hat * mean_grad_xhat) * inv_std.reshape(shape)
+                self._accumulate(self.bias, grad_bias)
+        return grad_x
 
     def get_config(self):
         return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum, affine=self.affine,
