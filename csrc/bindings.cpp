@@ -53,6 +53,11 @@ FloatArray new_output(std::initializer_list<index_t> shape) {
   return out;
 }
 
+// An uninitialised float32 array of a's shape (elementwise kernels write every element).
+py::array_t<float> empty_like(const py::array& a) {
+  return py::array_t<float>(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+}
+
 index_t float_bytes(index_t a, index_t b, index_t c, index_t d) {
   using fastcnn::checked_mul;
   return checked_mul(checked_mul(checked_mul(a, b, "size"), checked_mul(c, d, "size"), "size"), 4, "size");
@@ -307,7 +312,7 @@ FloatArray matmul(const FloatArray& a, const FloatArray& b, bool transpose_a, bo
 
 py::array_t<float> relu_forward(const FloatArray& x) {
   fastcnn::check_memory("relu", fastcnn::checked_mul(static_cast<index_t>(x.size()), 4, "relu"));
-  py::array_t<float> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  py::array_t<float> y = empty_like(x);
   const float* xp = x.data();
   float* yp = y.mutable_data();
   const index_t count = x.size();
@@ -324,7 +329,7 @@ py::array_t<float> relu_backward(const FloatArray& dy, const FloatArray& y) {
     throw std::invalid_argument("relu_backward: grad_output " + shape_of(dy) + " and output " + shape_of(y) +
                                 " must have the same shape");
   fastcnn::check_memory("relu_backward", fastcnn::checked_mul(static_cast<index_t>(dy.size()), 4, "relu"));
-  py::array_t<float> dx(std::vector<py::ssize_t>(dy.shape(), dy.shape() + dy.ndim()));
+  py::array_t<float> dx = empty_like(dy);
   const float* dyp = dy.data();
   const float* yp = y.data();
   float* dxp = dx.mutable_data();
@@ -369,7 +374,7 @@ py::array_t<float> batch_norm_apply(const FloatArray& x, const FloatArray& scale
   require_channels(scale, g.channels, "batch_norm", "scale");
   require_channels(shift, g.channels, "batch_norm", "shift");
   fastcnn::check_memory("batch_norm", fastcnn::checked_mul(static_cast<index_t>(x.size()), 4, "batch_norm"));
-  py::array_t<float> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  py::array_t<float> y = empty_like(x);
   const float* xp = x.data();
   const float* ap = scale.data();
   const float* bp = shift.data();
@@ -396,7 +401,7 @@ py::tuple batch_norm_backward(const FloatArray& dy, const FloatArray& x, const F
   py::object dx = py::none();
   float* dxp = nullptr;
   if (need_input) {
-    py::array_t<float> a(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+    py::array_t<float> a = empty_like(x);
     dxp = a.mutable_data();
     dx = std::move(a);
   }

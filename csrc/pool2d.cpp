@@ -34,6 +34,12 @@ Window window(index_t o, index_t stride, index_t pad, index_t kernel, index_t si
   return Window{begin, end, padded_size};
 }
 
+// What PyTorch divides an average by: the window including padding (but not a ceil_mode overhang past it), or
+// only the real pixels when count_include_pad is false.
+inline index_t average_divisor(const Window& wh, const Window& ww, bool count_include_pad) {
+  return count_include_pad ? wh.padded_size * ww.padded_size : (wh.end - wh.begin) * (ww.end - ww.begin);
+}
+
 }  // namespace
 
 PoolGeometry make_pool_geometry(PoolGeometry g, const char* op) {
@@ -172,8 +178,7 @@ void avg_pool2d_forward(const PoolGeometry& g, bool count_include_pad, int threa
       const Window wh = window(oh, g.stride_h, g.pad_h, g.kernel_height, g.in_height);
       for (index_t ow = 0; ow < g.out_width; ++ow) {
         const Window ww = window(ow, g.stride_w, g.pad_w, g.kernel_width, g.in_width);
-        const index_t divisor = count_include_pad ? wh.padded_size * ww.padded_size
-                                                  : (wh.end - wh.begin) * (ww.end - ww.begin);
+        const index_t divisor = average_divisor(wh, ww, count_include_pad);
         float sum = 0.0f;
         for (index_t ih = wh.begin; ih < wh.end; ++ih)
           for (index_t iw = ww.begin; iw < ww.end; ++iw) sum += plane[ih * g.in_width + iw];
@@ -192,8 +197,7 @@ void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int thre
       const Window wh = window(oh, g.stride_h, g.pad_h, g.kernel_height, g.in_height);
       for (index_t ow = 0; ow < g.out_width; ++ow) {
         const Window ww = window(ow, g.stride_w, g.pad_w, g.kernel_width, g.in_width);
-        const index_t divisor = count_include_pad ? wh.padded_size * ww.padded_size
-                                                  : (wh.end - wh.begin) * (ww.end - ww.begin);
+        const index_t divisor = average_divisor(wh, ww, count_include_pad);
         const float share = grad[oh * g.out_width + ow] / static_cast<float>(divisor);
         for (index_t ih = wh.begin; ih < wh.end; ++ih)
           for (index_t iw = ww.begin; iw < ww.end; ++iw) plane[ih * g.in_width + iw] += share;
