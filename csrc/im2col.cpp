@@ -106,13 +106,14 @@ void copy_into_packed_a(const GemmKernel& gemm, const float* src, index_t ld, in
     const index_t block = k / kc, block_start = block * kc, block_size = std::min(kc, K - block_start);
     const index_t end = std::min(k0 + cols, block_start + block_size);
     float* base = packed + block_start * padded_m;
-    for (index_t i = 0; i < padded_m; ++i) {
-      float* dst = base + (i / mr) * mr * block_size + (k - block_start) * mr + i % mr;
-      if (i < M) {
-        const float* row = src + i * ld + (k - k0);
-        for (index_t t = 0; t < end - k; ++t) dst[t * mr] = row[t];
-      } else {
-        for (index_t t = 0; t < end - k; ++t) dst[t * mr] = 0.0f;
+    // panel by panel, k by k: each step writes MR consecutive floats (the MR source rows stay in L1)
+    for (index_t i0 = 0; i0 < padded_m; i0 += mr) {
+      const index_t panel_rows = std::max<index_t>(0, std::min(mr, M - i0));
+      float* dst = base + i0 * block_size + (k - block_start) * mr;
+      const float* rows = src + i0 * ld + (k - k0);
+      for (index_t t = 0; t < end - k; ++t, dst += mr) {
+        for (index_t i = 0; i < panel_rows; ++i) dst[i] = rows[i * ld + t];
+        for (index_t i = panel_rows; i < mr; ++i) dst[i] = 0.0f;
       }
     }
     k = end;
@@ -215,12 +216,44 @@ void transpose_panel_into_packed_b(const GemmKernel& gemm, const float* src, ind
 void im2col_packed_transposed(const GemmKernel& gemm, const ConvGeometry& g, const float* planes, index_t row0,
                               index_t rows, index_t p0, index_t cols, float* tile, float* packed, index_t K,
                               index_t k0) {
-  // One panel's NR rows are built in `tile` (NR x cols, in L1/L2), then copied column by column into the panel,
-  // so every write to the panel is a run of NR consecutive floats.
-  for (index_t r0 = 0; r0 < rows; r0 += gemm.nr) {
-    const index_t panel_rows = std::min<index_t>(gemm.nr, rows - r0);
-    im2col(g, planes, row0 + r0, panel_rows, p0, cols, tile, cols);
-    transpose_panel_into_packed_b(gemm, tile, cols, panel_rows, cols, packed, K, rows, r0, k0);
+  // Gathered straight into the panels: for each output pixel, the NR rows of a panel are NR input pixels at
+  // fixed offsets from the pixel's window corner, so a panel row is NR loads from a table of offsets (the
+  // sample's planes stay in cache) and one run of NR stores. Pixels whose window touches the padding take the
+  // bounds-checked path. (Building rows with im2col and transposing them cost twice as much on small planes.)
+  (void)tile;
+  const index_t nr = gemm.nr, kc = gemm.kc, area = g.kernel_area();
+  index_t offset[256], dh[256], dw[256];  // per panel row: planes offset, and the tap's displacement
+  for (index_t r0 = 0; r0 < rows; r0 += nr) {
+    const index_t panel_rows = std::min(nr, rows - r0);
+    for (index_t j = 0; j < panel_rows; ++j) {
+      const index_t r = row0 + r0 + j, channel = r / area, ki = (r % area) / g.kernel_width, kj = r % g.kernel_width;
+      dh[j] = ki * g.dilation_h - g.pad_top;
+      dw[j] = kj * g.dilation_w - g.pad_left;
+      offset[j] = channel * g.in_plane() + dh[j] * g.in_width + dw[j];
+    }
+    // the window's extent, to tell interior pixels from ones that touch the padding
+    const index_t reach_h = (g.kernel_height - 1) * g.dilation_h, reach_w = (g.kernel_width - 1) * g.dilation_w;
+    for (index_t t = 0; t < cols;) {
+      const index_t k = k0 + t, block_start = k / kc * kc;
+      const index_t end = std::min(cols, block_start + std::min(kc, K - block_start) - k0);
+      float* lane = gemm.packed_b_at(packed, K, rows, k, r0);
+      for (; t < end; ++t, lane += nr) {
+        const index_t p = p0 + t, oh = p / g.out_width, ow = p % g.out_width;
+        const index_t ih0 = oh * g.stride_h, iw0 = ow * g.stride_w;  // window corner, before the padding shift
+        const bool interior = ih0 - g.pad_top >= 0 && ih0 - g.pad_top + reach_h < g.in_height &&
+                              iw0 - g.pad_left >= 0 && iw0 - g.pad_left + reach_w < g.in_width;
+        const float* corner = planes + ih0 * g.in_width + iw0;
+        if (interior) {
+          for (index_t j = 0; j < panel_rows; ++j) lane[j] = corner[offset[j]];
+        } else {
+          for (index_t j = 0; j < panel_rows; ++j) {
+            const index_t ih = ih0 + dh[j], iw = iw0 + dw[j];
+            lane[j] = (ih >= 0 && ih < g.in_height && iw >= 0 && iw < g.in_width) ? corner[offset[j]] : 0.0f;
+          }
+        }
+        for (index_t j = panel_rows; j < nr; ++j) lane[j] = 0.0f;  // lanes past N are zero
+      }
+    }
   }
 }
 
