@@ -4,7 +4,6 @@ page around them, and files written atomically. `fastcnn.bench` re-exports every
 from __future__ import annotations
 
 import os
-import tempfile
 
 from ._bench_cases import (
     ATOL_OF_SCALE,
@@ -15,6 +14,7 @@ from ._bench_cases import (
     TARGET_THREADS,
     WARM_UP_SECONDS,
 )
+from ._atomic import write_text
 
 
 def format_ms(value) -> str:
@@ -119,17 +119,5 @@ def render_markdown(report: dict) -> str:
 
 def write_atomically(path: str, text: str) -> None:
     """Write to a temporary file in the same folder, then rename it over `path`: readers never see half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes it owner-only; results are meant to be shared
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_text(path, text)

@@ -4,12 +4,11 @@ the size) and copies of local IDX files, raw or gzipped. `fastcnn.datasets` re-e
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import zlib
 from pathlib import Path
 
 from ._idx import _CHUNK, _MAX_IDX_BYTES
+from ._atomic import atomic_file
 
 
 class DownloadError(RuntimeError):
@@ -31,23 +30,16 @@ def _write_verified(chunks, destination: Path, expected_sha256: str, source: str
     load would trust.
     """
     destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
-    try:
+    with atomic_file(destination, suffix=".part") as out:
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            for chunk in chunks:
-                digest.update(chunk)
-                out.write(chunk)
+        for chunk in chunks:
+            digest.update(chunk)
+            out.write(chunk)
         if digest.hexdigest() != expected_sha256:
             raise DownloadError(
                 f"SHA-256 mismatch for {destination.name} from {source}: expected {expected_sha256}, "
                 f"got {digest.hexdigest()}; the file was not saved"
             )
-        os.chmod(temporary, 0o644)  # mkstemp makes files private; the cache is shared like any download
-        os.replace(temporary, destination)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _inflate(chunks, source: str):

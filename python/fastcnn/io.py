@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from collections import OrderedDict
 
 import numpy as np
 
 from . import nn
+from ._atomic import atomic_file
 
 __all__ = ["save", "load", "load_metadata", "save_checkpoint", "load_checkpoint", "FORMAT_VERSION"]
 
@@ -32,15 +32,6 @@ _META_KEY = "__fastcnn__"
 _OPTIMIZER_PREFIX = "optimizer/"
 # Keys the library writes into the JSON document; user metadata may not reuse them.
 _RESERVED = ("format", "format_version", "kind", "architecture", "fastcnn_version", "checkpoint")
-
-
-def _read_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()  # read once: os.umask can only be read by setting it, which is not thread-safe
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -109,20 +100,6 @@ def _write_npz(file, arrays: "OrderedDict[str, np.ndarray]") -> None:
                 np.lib.format.write_array(entry, np.asanyarray(array), allow_pickle=False)
 
 
-def _fsync_directory(directory: str) -> None:
-    """Make the rename itself durable; not every platform can open a directory, which is fine."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(path, arrays: "OrderedDict[str, np.ndarray]", fn: str) -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{fn}: path must be a str or os.PathLike; got {type(path).__name__}")
@@ -132,23 +109,8 @@ def _atomic_write(path, arrays: "OrderedDict[str, np.ndarray]", fn: str) -> str:
         raise FileNotFoundError(f"{fn}: directory {directory!r} does not exist")
     if os.path.isdir(path):
         raise IsADirectoryError(f"{fn}: {path!r} is a directory; give a file name such as 'model.npz'")
-    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            _write_npz(file, arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        # mkstemp creates the file readable by its owner only; give it the mode a plain open() would have.
-        mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o666 & ~_UMASK
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_directory(directory)
+    with atomic_file(path) as file:
+        _write_npz(file, arrays)
     return path
 
 

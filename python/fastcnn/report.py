@@ -20,9 +20,10 @@ import base64
 import dataclasses
 import html
 import os
-import tempfile
 import time
 from pathlib import Path
+
+from ._atomic import write_text
 
 __all__ = ["ReportFigure", "render_report", "write_report", "write_run_report", "write_text_atomically"]
 
@@ -45,25 +46,8 @@ class ReportFigure:
 
 
 def write_text_atomically(path, text: str) -> str:
-    """Write `text` (UTF-8) to a temporary file in the same folder, then rename it over `path`: a reader never sees
-    half a file, and an interrupted write leaves the previous file in place. Returns the path."""
-    path = os.fspath(path)
-    folder, base = os.path.split(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{base}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes files private; results are ordinary files
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    """Write `text` (UTF-8) to `path` atomically (see fastcnn._atomic); returns the path."""
+    return write_text(path, text)
 
 
 _STYLE = """

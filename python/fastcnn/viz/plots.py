@@ -9,8 +9,6 @@ call: `import fastcnn.viz` needs only NumPy.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 
 import numpy as np
 
@@ -29,6 +27,7 @@ from .arrays import (
     _saliency,
     _weight_of,
 )
+from .._atomic import atomic_file
 
 __all__ = [
     "plot_filters",
@@ -60,20 +59,8 @@ def _finish(figure, path):
     """Save `figure` as a PNG at `path` (when given) atomically, and return it."""
     if path is None:
         return figure
-    path = os.fspath(path)
-    folder, base = os.path.split(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{base}.", suffix=".png")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            figure.savefig(file, format="png")
-        os.chmod(temporary, 0o644)  # mkstemp makes files private; a saved picture is an ordinary file
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_file(path, suffix=".png") as file:
+        figure.savefig(file, format="png")
     return figure
 
 
