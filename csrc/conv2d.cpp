@@ -162,11 +162,9 @@ BackwardWeightPlan plan_backward_weight(const ConvGeometry& g, int threads) {
   const index_t width = plan.blocks.block_columns;
   if (plan.inner_products) {  // per thread: one im2col block, read as it is
     plan.per_thread_floats = g.is_pointwise() ? 1 : checked_mul(plan.chunk_rows, width, "conv2d");
-  } else {  // per thread: packed dY block, packed im2col^T block and one panel's rows of im2col
-    plan.per_thread_floats = checked_add(
-        checked_add(gemm.packed_a_floats(g.out_channels_per_group(), width),
-                    gemm.packed_b_floats(width, plan.chunk_rows), "conv2d"),
-        checked_mul(gemm.nr, std::min(width, g.out_plane()), "conv2d"), "conv2d");
+  } else {  // per thread: packed dY block and packed im2col^T block (gathered straight into its panels)
+    plan.per_thread_floats = checked_add(gemm.packed_a_floats(g.out_channels_per_group(), width),
+                                         gemm.packed_b_floats(width, plan.chunk_rows), "conv2d");
   }
   const index_t weight_floats = checked_mul(g.out_channels, g.patch_size(), "conv2d");
   plan.partial_floats = plan.sample_chunks > 1 ? checked_mul(plan.sample_chunks, weight_floats, "conv2d") : 0;
@@ -387,7 +385,6 @@ void conv2d_backward_weight(const ConvGeometry& g, int threads, const float* dy,
     // Packed GEMM with K = the pixels of a block: several whole samples, or part of one sample's plane.
     float* packed_dy = space;
     float* packed_columns = packed_dy + gemm.packed_a_floats(cout_g, width);
-    float* tile = packed_columns + gemm.packed_b_floats(width, plan.chunk_rows);
     const index_t rows = r1 - r0;
     auto add_piece = [&](index_t n, index_t p0, index_t cols, index_t K, index_t k0) {
       copy_into_packed_a(gemm, dy_group(n) + p0, plane, cout_g, cols, packed_dy, K, k0);
@@ -396,7 +393,7 @@ void conv2d_backward_weight(const ConvGeometry& g, int threads, const float* dy,
           transpose_panel_into_packed_b(gemm, x_group(n) + (r0 + p) * g.in_plane() + p0, g.in_plane(),
                                         std::min<index_t>(gemm.nr, rows - p), cols, packed_columns, K, rows, p, k0);
       } else {
-        im2col_packed_transposed(gemm, g, x_group(n), r0, rows, p0, cols, tile, packed_columns, K, k0);
+        im2col_packed_transposed(gemm, g, x_group(n), r0, rows, p0, cols, packed_columns, K, k0);
       }
     };
     if (per_block > 1) {

@@ -214,13 +214,12 @@ void transpose_panel_into_packed_b(const GemmKernel& gemm, const float* src, ind
 }
 
 void im2col_packed_transposed(const GemmKernel& gemm, const ConvGeometry& g, const float* planes, index_t row0,
-                              index_t rows, index_t p0, index_t cols, float* tile, float* packed, index_t K,
+                              index_t rows, index_t p0, index_t cols, float* packed, index_t K,
                               index_t k0) {
   // Gathered straight into the panels: for each output pixel, the NR rows of a panel are NR input pixels at
   // fixed offsets from the pixel's window corner, so a panel row is NR loads from a table of offsets (the
   // sample's planes stay in cache) and one run of NR stores. Pixels whose window touches the padding take the
   // bounds-checked path. (Building rows with im2col and transposing them cost twice as much on small planes.)
-  (void)tile;
   const index_t nr = gemm.nr, kc = gemm.kc, area = g.kernel_area();
   index_t offset[256], dh[256], dw[256];  // per panel row: planes offset, and the tap's displacement
   for (index_t r0 = 0; r0 < rows; r0 += nr) {

@@ -39,9 +39,9 @@ void transpose_panel_into_packed_b(const GemmKernel& gemm, const float* src, ind
                                    index_t cols, float* packed, index_t K, index_t N, index_t r0, index_t k0);
 
 // im2col rows [row0, row0 + rows) x columns [p0, p0 + cols) of one sample, transposed, into packed B
-// (K, N = rows) at rows [k0, k0 + cols): the B operand of dW += dY * col^T. `tile` holds NR x cols floats.
+// (K, N = rows) at rows [k0, k0 + cols): the B operand of dW += dY * col^T.
 void im2col_packed_transposed(const GemmKernel& gemm, const ConvGeometry& g, const float* planes, index_t row0,
-                              index_t rows, index_t p0, index_t cols, float* tile, float* packed, index_t K,
+                              index_t rows, index_t p0, index_t cols, float* packed, index_t K,
                               index_t k0);
 
 }  // namespace fastcnn

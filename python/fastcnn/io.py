@@ -134,6 +134,19 @@ def _version() -> str:
     return __version__
 
 
+def _document(kind: str, model, metadata: dict, fn: str, **sections) -> dict:
+    """The JSON entry of a model file or a checkpoint; a checkpoint may hold a model whose classes are unregistered."""
+    return {
+        "format": "fastcnn",
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "fastcnn_version": _version(),
+        "architecture": _architecture(model, fn, required=kind == "model"),
+        **sections,
+        **_check_metadata(metadata, fn),
+    }
+
+
 def save(model, path, **metadata) -> str:
     """Save a model's architecture, weights, buffers and metadata to one .npz file, atomically.
 
@@ -154,14 +167,7 @@ def save(model, path, **metadata) -> str:
     """
     fn = "save"
     arrays = _model_arrays(model, fn)
-    document = {
-        "format": "fastcnn",
-        "format_version": FORMAT_VERSION,
-        "kind": "model",
-        "fastcnn_version": _version(),
-        "architecture": _architecture(model, fn, required=True),
-        **_check_metadata(metadata, fn),
-    }
+    document = _document("model", model, metadata, fn)
     arrays[_META_KEY] = _meta_array(document, fn)
     return _atomic_write(path, arrays, fn)
 
@@ -198,16 +204,9 @@ def save_checkpoint(path, model, optimizer=None, *, epoch: int, rng_state=None, 
                 arrays[_OPTIMIZER_PREFIX + key] = value
             else:
                 optimizer_json["values"][key] = value
-    document = {
-        "format": "fastcnn",
-        "format_version": FORMAT_VERSION,
-        "kind": "checkpoint",
-        "fastcnn_version": _version(),
-        "architecture": _architecture(model, fn, required=False),
-        "checkpoint": {"epoch": int(epoch), "optimizer": optimizer_json, "rng_state": rng_state,
-                       "callbacks_state": callbacks_state},
-        **_check_metadata(metadata, fn),
-    }
+    document = _document("checkpoint", model, metadata, fn,
+                         checkpoint={"epoch": int(epoch), "optimizer": optimizer_json, "rng_state": rng_state,
+                                     "callbacks_state": callbacks_state})
     arrays[_META_KEY] = _meta_array(document, fn)
     return _atomic_write(path, arrays, fn)
 

@@ -178,6 +178,17 @@ def _diverged(fn: str, what: str, epoch: int, batch: int, optimizer):
 
 # ---------------------------------------------------------------------------------------------------------------
 
+
+def _checked_arrays(model, criterion, x, y, fn: str):
+    """Array data for fit and evaluate: (inputs, whether y holds class labels, targets, number of classes)."""
+    inputs = _as_inputs(x, "x", fn)
+    labels = _wants_labels(criterion, y)
+    targets = _as_targets(y, "y", fn, inputs.shape[0], labels)
+    classes = _class_count(model, inputs, labels, fn)
+    if labels:
+        _check_label_range(targets, classes, "y", fn)
+    return inputs, labels, targets, classes
+
 def fit(model, x, y=None, *, epochs, batch_size=64, optimizer=None, loss=None, validation_data=None,
         validation_split=0.0, callbacks=(), augment=None, shuffle=True, seed=None, progress=True,
         steps_per_epoch=None, resume_from=None) -> History:
@@ -266,12 +277,7 @@ def fit(model, x, y=None, *, epochs, batch_size=64, optimizer=None, loss=None, v
         if y is None:
             raise TypeError(f"{fn}: y is required when x is an array; or pass x as an iterable of "
                             f"(x_batch, y_batch) pairs")
-        inputs = _as_inputs(x, "x", fn)
-        labels = _wants_labels(criterion, y)
-        targets = _as_targets(y, "y", fn, inputs.shape[0], labels)
-        classes = _class_count(model, inputs, labels, fn)
-        if labels:
-            _check_label_range(targets, classes, "y", fn)
+        inputs, labels, targets, classes = _checked_arrays(model, criterion, x, y, fn)
         if validation_split:
             keep = int(inputs.shape[0] * (1.0 - validation_split))  # Keras's split point: the last part validates
             if keep < 1 or keep == inputs.shape[0]:
@@ -421,12 +427,7 @@ def evaluate(model, x, y, batch_size: int = 256, loss=None) -> dict:
     _check_model(model, fn)
     batch_size = _check_int(batch_size, "batch_size", fn, 1)
     criterion = _check_criterion(loss, fn)
-    inputs = _as_inputs(x, "x", fn)
-    labels = _wants_labels(criterion, y)
-    targets = _as_targets(y, "y", fn, inputs.shape[0], labels)
-    classes = _class_count(model, inputs, labels, fn)
-    if labels:
-        _check_label_range(targets, classes, "y", fn)
+    inputs, labels, targets, classes = _checked_arrays(model, criterion, x, y, fn)
     return _run_evaluation(model, criterion, _Arrays(inputs, targets, batch_size).batches(), classes)
 
 
