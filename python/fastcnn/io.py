@@ -14,6 +14,7 @@ model only from registered classes (`fastcnn.nn.register_module`), so a file can
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 from collections import OrderedDict
@@ -22,6 +23,7 @@ import numpy as np
 
 from . import nn
 from ._atomic import atomic_file
+from ._runtime import get_memory_limit
 
 __all__ = ["save", "load", "load_metadata", "save_checkpoint", "load_checkpoint", "FORMAT_VERSION"]
 
@@ -240,6 +242,8 @@ def _read_open(file, path: str, fn: str, arrays: bool):
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise _not_readable(path, fn, "it holds a single .npy array, not an .npz archive")
     with archive:
+        _check_entry_sizes(archive, path, fn)
+
         def entry(key):
             try:
                 return archive[key]
@@ -262,6 +266,8 @@ def _read_open(file, path: str, fn: str, arrays: bool):
             document = json.loads(raw.tobytes().decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise _not_readable(path, fn, f"its metadata is not valid JSON ({error})") from None
+        except RecursionError:  # "[[[[...": nesting deeper than the JSON parser's stack
+            raise _not_readable(path, fn, "its metadata is nested too deeply to be a fastcnn description") from None
         if not isinstance(document, dict) or document.get("format") != "fastcnn":
             raise _not_readable(path, fn, "its metadata does not describe a fastcnn file")
         version = document.get("format_version")
@@ -282,6 +288,83 @@ def _read_open(file, path: str, fn: str, arrays: bool):
                     raise _not_readable(path, fn, f"entry {key!r} must hold numbers; got dtype {value.dtype}")
                 loaded[key] = value
     return document, loaded
+
+
+def _check_entry_sizes(archive, path: str, fn: str) -> None:
+    """Refuse, before any array is read, an archive whose entries declare more data than they hold (NumPy would
+    allocate the declared size first) or more in all than fastcnn's memory limit (a zip bomb, a crafted header)."""
+    total = 0
+    for info in archive.zip.infolist():
+        key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        total += info.file_size
+        if total > get_memory_limit():
+            raise _not_readable(path, fn, f"its entries declare {total} bytes or more, over fastcnn's memory limit of "
+                                          f"{get_memory_limit()} bytes (see fastcnn.set_memory_limit)")
+        try:
+            with archive.zip.open(info) as entry:
+                version = np.lib.format.read_magic(entry)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(entry)
+                header_bytes = entry.tell()
+        except Exception as error:  # zipfile, zlib and the .npy header parser each have their own exceptions
+            raise _not_readable(path, fn, f"entry {key!r} is corrupt or truncated "
+                                          f"({type(error).__name__}: {error})") from None
+        if dtype.hasobject:
+            raise _not_readable(path, fn, f"entry {key!r} holds pickled Python objects, which fastcnn never loads "
+                                          "(unpickling can run code)")
+        declared = math.prod(shape) * dtype.itemsize  # Python ints: no overflow for crafted shapes
+        if declared != info.file_size - header_bytes:
+            raise _not_readable(path, fn, f"entry {key!r} declares shape {tuple(shape)} of {dtype} ({declared} bytes) "
+                                          f"but holds {info.file_size - header_bytes} bytes")
+
+
+def _declared_parameters(spec) -> int:
+    """How many numbers the built-in layers of an architecture description would allocate (other classes count 0),
+    computed from the description alone, so that a crafted one is refused before anything is built."""
+    if isinstance(spec, list):
+        return sum(_declared_parameters(item) for item in spec)
+    if not isinstance(spec, dict):
+        return 0
+    config = spec.get("config")
+    nested = sum(_declared_parameters(value) for value in spec.values() if isinstance(value, (dict, list)))
+    if not isinstance(config, dict):
+        return nested
+
+    def size(name, square=False):
+        value = config.get(name, 1)
+        values = value if isinstance(value, list) else [value, value] if square else [value]
+        if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+            return 0  # not a valid size: the layer's own checks will refuse it
+        return math.prod(values)
+
+    kind = spec.get("class")
+    if kind == "Conv2d":
+        own = size("out_channels") * (size("in_channels") // max(size("groups"), 1) * size("kernel_size", True) + 1)
+    elif kind == "Linear":
+        own = size("out_features") * (size("in_features") + 1)
+    elif kind in ("BatchNorm1d", "BatchNorm2d"):
+        own = 4 * size("num_features")
+    else:
+        own = 0
+    return own + nested
+
+
+def _check_architecture_size(architecture, arrays, path: str, fn: str, strict: bool) -> None:
+    try:
+        declared = _declared_parameters(architecture)
+    except RecursionError:
+        raise ValueError(f"{fn}: {path!r}: cannot rebuild the model: its architecture is nested too deeply") from None
+    if strict:
+        held = sum(value.size for value in arrays.values())
+        # Every parameter of the rebuilt model must come from the file, so it cannot declare more than it holds
+        # (biases are counted even when absent: hence the slack, still far below what a crafted file declares).
+        if declared > 2 * held + 4096:
+            raise _not_readable(path, fn, f"its architecture declares about {declared} parameters but the file holds "
+                                          f"only {held} numbers")
+    if declared * 4 > get_memory_limit():
+        raise _not_readable(path, fn, f"its architecture declares about {declared} parameters, over fastcnn's memory "
+                                      f"limit of {get_memory_limit()} bytes (see fastcnn.set_memory_limit)")
 
 
 def load_metadata(path) -> dict:
@@ -320,8 +403,11 @@ def load(path, *, model=None, strict: bool = True):
         if architecture is None:
             raise ValueError(f"{fn}: {path!r} holds no architecture (the model's classes were not registered when it "
                              f"was saved); build the model yourself and pass it as load(path, model=...)")
+        _check_architecture_size(architecture, arrays, path, fn, strict)
         try:
             model = nn.module_from_config(architecture)
+        except RecursionError:
+            raise ValueError(f"{fn}: {path!r}: cannot rebuild the model: its architecture is nested too deeply") from None
         except (TypeError, ValueError, KeyError) as error:
             raise ValueError(f"{fn}: {path!r}: cannot rebuild the model: {error}") from None
     elif not isinstance(model, nn.Module):
