@@ -1,17 +1,22 @@
-"""Side-by-side timing of fastcnn's kernels, its NumPy reference and PyTorch, at one or more thread counts.
+"""Side-by-side timing of fastcnn against its NumPy reference and PyTorch, at one or more thread counts: the
+kernels (conv2d and pooling passes) and the whole library (training throughput, inference, training memory).
 
-Run it from an installed fastcnn (PyTorch and threadpoolctl are used when installed, never required):
+Run it from an installed fastcnn (PyTorch, threadpoolctl and matplotlib are used when installed, never required):
 
-    python -m fastcnn.bench --quick                          # smoke run: 2 repeats, fewer shapes
-    python -m fastcnn.bench --threads 1,2 --markdown core.md --json core.json
+    python -m fastcnn.bench --quick                          # smoke run, well under a minute
+    python -m fastcnn.bench --threads 1,2 --markdown core.md --json core.json --plot core.png
+    python -m fastcnn.bench --only train,infer               # some sections: conv, pool, train, infer, memory
 
-Each figure is the median of --repeats timed calls, made after untimed warm-up calls. The output of each
+Each kernel figure is the median of --repeats timed calls, made after untimed warm-up calls. The output of each
 implementation's first call is compared with the reference's before anything is timed, and a row whose fastcnn
-output differs is marked WRONG instead of showing a speedup: a fast wrong kernel must not look good. Benchmarks only
-report; nothing here asserts.
+output differs is marked WRONG instead of showing a speedup: a fast wrong kernel must not look good (the training
+and inference sections compare fastcnn's model with PyTorch's copy of it the same way). Benchmarks only report;
+nothing here asserts.
 
-This module describes the machine, checks and times the cases, and runs the command line; the settings, shapes and
-cases are in `_bench_cases`, the report's tables and files in `_bench_report`.
+This module describes the machine, times the kernel cases, runs the sections and the command line. The shapes and
+cases are in `_bench_cases`, timing and checks in `_bench_measure`, the performance issue's targets in
+`_bench_targets`, training and inference in `_bench_training`, memory in `_bench_memory`, the report in
+`_bench_report` and its picture in `_bench_plot`.
 """
 from __future__ import annotations
 
@@ -22,38 +27,39 @@ import json
 import os
 import platform
 import statistics
-import sys
-import time
 from contextlib import contextmanager
-from typing import Callable
 
 import numpy as np
 
+from . import _bench_memory, _bench_training
 from ._bench_cases import (
-    ATOL_OF_SCALE,
     CONV_SHAPES,
     DEFAULT_REPEATS,
     IMPLEMENTATIONS,
     POOL_SHAPE,
     QUICK_CONV_SHAPES,
     QUICK_REPEATS,
-    RTOL,
     SGEMM_SIZE,
     TARGET_SHAPE_LABELS,
     TARGET_SPEEDUP,
     TARGET_THREADS,
-    WARM_UP_SECONDS,
     Case,
     ConvShape,
     conv_cases,
     pool_cases,
 )
+from ._bench_measure import log, matches_reference, ratio, timed_samples_ms
+from ._bench_plot import save_ratio_chart
 from ._bench_report import format_ms, render_markdown, write_atomically
+from ._bench_targets import judge_conv_row, judge_memory, pool_forward_backward, two_thread_speedups
 from ._core import __version__ as fastcnn_version
 from ._runtime import get_num_threads, set_num_threads, simd_level
 
 # Not used here; still importable from fastcnn.bench, where they were defined before the split.
 from ._bench_cases import (  # noqa: F401
+    ATOL_OF_SCALE,
+    RTOL,
+    WARM_UP_SECONDS,
     GRAD_INPUT_ONLY,
     GRAD_WEIGHT_ONLY,
     NUMPY_APIS,
@@ -71,7 +77,11 @@ from ._bench_report import (  # noqa: F401
     target_cell,
 )
 
-__all__ = ["main", "ConvShape", "CONV_SHAPES", "POOL_SHAPE"]
+from ._bench_measure import as_arrays  # noqa: F401
+
+__all__ = ["main", "ConvShape", "CONV_SHAPES", "POOL_SHAPE", "SECTIONS"]
+
+SECTIONS = ("conv", "pool", "train", "infer", "memory")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -185,49 +195,6 @@ def describe_environment(torch, threadpoolctl, threads, repeats) -> dict:
 # ----------------------------------------------------------------------------------------------------------------
 # Checking and timing
 # ----------------------------------------------------------------------------------------------------------------
-def as_arrays(output) -> tuple[np.ndarray, ...]:
-    """An output (an array, a tensor, or a tuple of them) as a tuple of NumPy arrays."""
-    parts = output if isinstance(output, tuple) else (output,)
-    return tuple(np.asarray(part) for part in parts)
-
-
-def matches_reference(output, expected) -> bool:
-    """Floating outputs within RTOL and ATOL_OF_SCALE x max|expected| (NaN fails); integer outputs exactly."""
-    actual, wanted = as_arrays(output), as_arrays(expected)
-    if len(actual) != len(wanted):
-        return False
-    for a, e in zip(actual, wanted):
-        if a.shape != e.shape:
-            return False
-        if e.dtype.kind == "f":
-            scale = float(np.max(np.abs(e))) if e.size else 0.0
-            if not np.allclose(a, e, rtol=RTOL, atol=ATOL_OF_SCALE * scale):
-                return False
-        elif not np.array_equal(a, e):
-            return False
-    return True
-
-
-def timed_samples_ms(call: Callable[[], object], repeats: int) -> list[float]:
-    """Milliseconds of `repeats` calls, made after calling for at least WARM_UP_SECONDS.
-
-    Fastcnn, PyTorch and NumPy's BLAS each keep their own thread pool, whose idle threads spin for a while after
-    a call (OpenBLAS's for about 0.1 s); on a machine with few cores the calls made meanwhile by another library
-    fight those spinners for the cores, and on 2 cores measured 8 ms instead of 0.02 ms. Calling for longer than
-    that spin lets the timed calls start on quiet cores; it also absorbs first-touch page faults and lazy set-up.
-    """
-    deadline = time.perf_counter() + WARM_UP_SECONDS
-    call()
-    while time.perf_counter() < deadline:
-        call()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return samples
-
-
 def first_calls(case: Case) -> tuple[dict, dict]:
     """One call of each implementation, whose output is checked before anything is timed.
 
@@ -261,7 +228,7 @@ def sgemm_peak_gflops(rng: np.random.Generator, repeats: int) -> float:
     return 2 * SGEMM_SIZE**3 / (milliseconds * 1e6)
 
 
-def run_case(case: Case, threads: int, repeats: int, peak_gflops: float) -> dict:
+def run_case(case: Case, threads: int, repeats: int, peak_gflops: float | None) -> dict:
     outputs, errors = first_calls(case)
     for name, error in errors.items():
         log(f"[{threads} thread(s)] {case.op}, {case.shape}: {name} failed: {error}")
@@ -280,12 +247,9 @@ def run_case(case: Case, threads: int, repeats: int, peak_gflops: float) -> dict
     row["speedup_vs_reference"] = ratio(ms["reference"], ms["fastcnn"])
     row["speedup_vs_torch"] = ratio(ms["torch"], ms["fastcnn"])
     row["meets_target"] = meets_target(case, threads, checks["fastcnn"], row["speedup_vs_reference"])
+    if case.flops is not None:
+        judge_conv_row(row)
     return row
-
-
-def ratio(other_ms, fastcnn_ms):
-    """How many times faster fastcnn is (> 1: fastcnn is faster), or None when either time is missing."""
-    return other_ms / fastcnn_ms if other_ms and fastcnn_ms else None
 
 
 def meets_target(case: Case, threads: int, check: str, speedup) -> bool | None:
@@ -295,32 +259,76 @@ def meets_target(case: Case, threads: int, check: str, speedup) -> bool | None:
     return check == "ok" and speedup is not None and speedup >= TARGET_SPEEDUP
 
 
+def kernel_cases(args, rng, torch) -> list[Case]:
+    shapes = QUICK_CONV_SHAPES if args.quick else CONV_SHAPES
+    cases = []
+    if "conv" in args.only:
+        cases += [case for shape in shapes for case in conv_cases(shape, rng, torch)]
+    if "pool" in args.only:
+        cases += pool_cases(POOL_SHAPE, rng, torch)
+    return cases
+
+
+def run_kernels(cases: list[Case], threads: int, args, rng, report: dict) -> None:
+    if "conv" in args.only:
+        peak = sgemm_peak_gflops(rng, args.repeats)
+        report["sgemm_peak_gflops"][str(threads)] = peak
+        log(f"[{threads} thread(s)] sgemm peak {peak:.1f} GFLOP/s")
+    for case in cases:
+        row = run_case(case, threads, args.repeats, report["sgemm_peak_gflops"].get(str(threads)))
+        report["results"].append(row)
+        log(f"[{threads} thread(s)] {case.op}, {case.shape}: " + ", ".join(
+            f"{name} {format_ms(t)} ms" for name, t in row["ms"].items() if t is not None))
+
+
+def run_library_sections(threads: int, args, torch, report: dict) -> None:
+    """Training throughput of both workloads and LeNet-5's inference, at the current thread count."""
+    quick = args.quick
+    if "train" in args.only:
+        epochs = _bench_training.QUICK_TIMED_EPOCHS if quick else _bench_training.TIMED_EPOCHS
+        for workload in _bench_training.WORKLOADS.values():
+            images = args.train_images or (_bench_training.QUICK_TRAIN_IMAGES if quick else workload.images)
+            report["training"].append(
+                _bench_training.measure_training(workload, threads, images, epochs, args.seed, torch))
+    if "infer" in args.only:
+        calls = _bench_training.QUICK_INFERENCE_CALLS if quick else _bench_training.INFERENCE_CALLS
+        for batch_size in _bench_training.INFERENCE_BATCH_SIZES:
+            report["inference"].append(_bench_training.measure_inference(
+                _bench_training.WORKLOADS["lenet5"], batch_size, threads, calls[batch_size], args.seed, torch))
+
+
+def run_memory(args, torch) -> list[dict]:
+    """Each library's training memory in fresh processes, at the largest thread count asked for.
+
+    --quick measures LeNet-5 only: every PyTorch child spends seconds importing torch.
+    """
+    steps = _bench_memory.QUICK_STEPS if args.quick else _bench_memory.STEPS
+    models = ("lenet5",) if args.quick else tuple(_bench_training.WORKLOADS)
+    libraries = ("fastcnn",) if torch is None else ("fastcnn", "torch")
+    return [_bench_memory.measure_memory(library, model, _bench_training.BATCH_SIZE, steps, max(args.threads),
+                                         args.seed)
+            for model in models for library in libraries]
+
+
 def run_benchmark(args, torch, threadpoolctl) -> dict:
     rng = np.random.default_rng(args.seed)
-    shapes = QUICK_CONV_SHAPES if args.quick else CONV_SHAPES
-    cases = [case for shape in shapes for case in conv_cases(shape, rng, torch)]
-    cases += pool_cases(POOL_SHAPE, rng, torch)
+    cases = kernel_cases(args, rng, torch)
     report = {"environment": describe_environment(torch, threadpoolctl, args.threads, args.repeats),
-              "sgemm_peak_gflops": {}, "results": []}
+              "sections": list(args.only), "sgemm_peak_gflops": {}, "results": [], "training": [],
+              "inference": []}
     for threads in args.threads:
         set_num_threads(threads)
         if torch is not None:
             torch.set_num_threads(threads)
         with numpy_blas_threads(threadpoolctl, threads):
-            peak = sgemm_peak_gflops(rng, args.repeats)
-            report["sgemm_peak_gflops"][str(threads)] = peak
-            log(f"[{threads} thread(s)] sgemm peak {peak:.1f} GFLOP/s")
-            for case in cases:
-                row = run_case(case, threads, args.repeats, peak)
-                report["results"].append(row)
-                log(f"[{threads} thread(s)] {case.op}, {case.shape}: " + ", ".join(
-                    f"{name} {format_ms(t)} ms" for name, t in row["ms"].items() if t is not None))
+            run_kernels(cases, threads, args, rng, report)
+            run_library_sections(threads, args, torch, report)
+    report["two_thread_speedup"] = two_thread_speedups(report["results"])
+    report["pool_forward_backward"] = pool_forward_backward(report["results"])
+    if "memory" in args.only:
+        report["memory"] = run_memory(args, torch)
+        report["memory_verdicts"] = judge_memory(report["memory"])
     return report
-
-
-def log(message: str) -> None:
-    """Progress goes to stderr, so stdout holds only the report."""
-    print(message, file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -343,21 +351,49 @@ def thread_counts(text: str) -> tuple[int, ...]:
     return tuple(positive_int(part) for part in parts)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Time fastcnn against its NumPy reference and PyTorch (when installed), side by side."
+def section_names(text: str) -> tuple[str, ...]:
+    """Comma-separated names from SECTIONS, returned in SECTIONS' order (the order they run in)."""
+    names = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = sorted(names - set(SECTIONS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated sections from {','.join(SECTIONS)}; got "
+                                         f"{text!r}" + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+    return tuple(name for name in SECTIONS if name in names)
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr, as every fastcnn command reports one, with status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser(prog: str = "fastcnn bench") -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(
+        prog=prog,
+        description="Time fastcnn against its NumPy reference and PyTorch (when installed), side by side: the "
+                    "conv2d and pooling kernels, training throughput, inference latency and training memory.",
     )
     parser.add_argument("--threads", type=thread_counts, default=(1, 2), metavar="N[,N...]",
                         help="thread counts to measure at (default: 1,2)")
+    parser.add_argument("--only", type=section_names, default=SECTIONS, metavar="SECTION[,SECTION...]",
+                        help=f"run only these sections, from {','.join(SECTIONS)} (default: all)")
     parser.add_argument("--repeats", type=positive_int, default=None,
-                        help=f"timed calls per figure, after a warm-up; the median is reported "
+                        help=f"timed calls per kernel figure, after a warm-up; the median is reported "
                              f"(default: {DEFAULT_REPEATS}, or {QUICK_REPEATS} with --quick)")
+    parser.add_argument("--train-images", type=positive_int, default=None, metavar="N",
+                        help="images per timed training epoch (default: "
+                             + ", ".join(f"{w.images} for {w.name}" for w in _bench_training.WORKLOADS.values())
+                             + f"; {_bench_training.QUICK_TRAIN_IMAGES} with --quick)")
     parser.add_argument("--quick", action="store_true",
-                        help=f"smoke run: {QUICK_REPEATS} repeats and {len(QUICK_CONV_SHAPES)} of the "
-                             f"{len(CONV_SHAPES)} convolution shapes")
+                        help=f"smoke run: {QUICK_REPEATS} repeats, {len(QUICK_CONV_SHAPES)} of the "
+                             f"{len(CONV_SHAPES)} convolution shapes, one short training epoch, fewer inference "
+                             "calls, LeNet-5's memory only")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--markdown", metavar="PATH", help="also write the report as markdown")
+    parser.add_argument("--plot", metavar="PATH",
+                        help="also draw fastcnn/PyTorch speed ratios as a PNG (needs matplotlib: fastcnn[viz])")
     return parser
 
 
@@ -370,9 +406,9 @@ def check_thread_counts(threads) -> None:
                 "barrier, so these times say little about the kernels")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "fastcnn bench") -> int:
     """Run the benchmark with command-line arguments `argv` (default: sys.argv[1:]); returns the exit status."""
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = QUICK_REPEATS if args.quick else DEFAULT_REPEATS
@@ -383,12 +419,16 @@ def main(argv: list[str] | None = None) -> int:
         try:
             check_thread_counts(args.threads)
         except ValueError as error:
-            parser.error(str(error))  # exits with status 2 and the usage line
+            parser.error(str(error))  # exits with status 2 and one line
         report = run_benchmark(args, torch, threadpoolctl)
     finally:  # main may run inside a longer-lived process: leave its thread settings as they were
         set_num_threads(fastcnn_threads)
         if torch is not None:
             torch.set_num_threads(torch_threads)
+    if args.plot:
+        os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
+        report["plot"] = save_ratio_chart(report, args.plot)
+        log(report["plot"])
     text = render_markdown(report)
     print(text)
     if args.markdown:
