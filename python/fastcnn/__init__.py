@@ -22,7 +22,8 @@ __version__: str = _core.__version__
 
 # Submodules and functions loaded on first use: `import fastcnn` stays cheap and needs only NumPy, and
 # `python -m fastcnn.datasets` does not find itself half-imported.
-_LAZY_MODULES = {"augment", "bench", "callbacks", "datasets", "demo", "io", "models", "optim", "reference", "training", "viz"}
+_LAZY_MODULES = {"augment", "bench", "callbacks", "datasets", "demo", "distributed", "io", "models", "optim", "reference",
+                 "training", "viz"}
 _LAZY_NAMES = {
     "fit": "training", "evaluate": "training", "predict": "training", "History": "training",
     "gradcheck": "training", "input_gradient": "training", "save": "io", "load": "io",

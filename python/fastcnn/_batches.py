@@ -183,7 +183,8 @@ class _Arrays:
         self.steps = -(-self.samples // batch_size)
 
     def batches(self, order=None):
-        for start in range(0, self.samples, self.batch_size):
+        """Batches in stored order, or of the samples `order` lists (a permutation, or one process's shard)."""
+        for start in range(0, self.samples if order is None else len(order), self.batch_size):
             if order is None:
                 yield self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
             else:

@@ -191,7 +191,7 @@ def _checked_arrays(model, criterion, x, y, fn: str):
 
 def fit(model, x, y=None, *, epochs, batch_size=64, optimizer=None, loss=None, validation_data=None,
         validation_split=0.0, callbacks=(), augment=None, shuffle=True, seed=None, progress=True,
-        steps_per_epoch=None, resume_from=None) -> History:
+        steps_per_epoch=None, resume_from=None, distributed=None) -> History:
     """Train `model` on (x, y), as `keras.Model.fit`: the manual loop of forward, loss, backward and step per batch.
 
     Per batch: `logits = model(x); loss = criterion(logits, y); model.backward(criterion.backward(),
@@ -225,6 +225,11 @@ def fit(model, x, y=None, *, epochs, batch_size=64, optimizer=None, loss=None, v
         resume_from: a checkpoint written by `fastcnn.callbacks.ModelCheckpoint`: the model's weights, the
             optimizer's state, the random generators and the callbacks' states are restored and training continues
             at the checkpoint's epoch, giving the same weights as an uninterrupted seeded run. Default: None.
+        distributed: data-parallel training on every process of an `mpiexec` launch (docs/distributed.md): True
+            (`fastcnn.distributed.init()`) or a `fastcnn.distributed.Communicator`. Each process then trains on its
+            shard of the data with `batch_size` samples per batch (the global batch is batch_size x processes),
+            gradients are averaged across processes every step, and only the first process (rank 0) shows progress
+            and writes checkpoints. Default: None (this process alone).
 
     Returns:
         a `History`. With Ctrl-C (or a KeyboardInterrupt raised by a callback) training stops after the current
@@ -250,6 +255,11 @@ def fit(model, x, y=None, *, epochs, batch_size=64, optimizer=None, loss=None, v
         raise ValueError(f"{fn}: validation_split must be a float in [0, 1); got {validation_split!r}")
     validation_split = float(validation_split)
     seed = _check_seed(seed, fn)
+    run = None
+    if distributed is not None and distributed is not False:
+        from .distributed._fit import _FitRun  # imported here: plain training never loads it
+        run = _FitRun.create(distributed, seed, fn)
+        seed, progress = run.seed, progress and run.is_root
     augment_batch = _compose_augment(augment, fn)
     if isinstance(callbacks, Callback):
         callbacks = [callbacks]
@@ -302,7 +312,8 @@ def fit(model, x, y=None, *, epochs, batch_size=64, optimizer=None, loss=None, v
                         f"got {type(optimizer).__name__}")
     generators, dropouts = _make_generators(model, seed)
     history = History()
-    checkpoints = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
+    # Under data parallelism only rank 0 writes checkpoints: every rank holds the same weights.
+    checkpoints = [c for c in callbacks if isinstance(c, ModelCheckpoint) and (run is None or run.is_root)]
     ordered = [history] + [c for c in callbacks if not isinstance(c, ModelCheckpoint)] + checkpoints
     context = _FitContext(generators, ordered)
     initial_epoch = 0
@@ -312,13 +323,15 @@ def fit(model, x, y=None, *, epochs, batch_size=64, optimizer=None, loss=None, v
         raise ValueError(f"{fn}: x is a one-shot iterator (a generator), which can feed only one epoch; pass a "
                          f"callable returning a fresh iterable per epoch (lambda: make_batches()), a list, or "
                          f"steps_per_epoch for an endless generator")
-    params = {"epochs": epochs, "batch_size": batch_size, "steps": train.steps,
-              "samples": train.samples, "initial_epoch": initial_epoch, "do_validation": validation is not None}
+    steps, samples = (train.steps, train.samples) if run is None else run.epoch_size(train, batch_size)
+    params = {"epochs": epochs, "batch_size": batch_size, "steps": steps,
+              "samples": samples, "initial_epoch": initial_epoch, "do_validation": validation is not None}
     for callback in ordered:
         callback._bind(model, optimizer, params, context)
 
     # --- the loop ---
-    loop = _Loop(model, criterion, optimizer, ordered, generators, augment_batch, labels, fn)
+    loop_class = _Loop if run is None else run.start(model, optimizer)
+    loop = loop_class(model, criterion, optimizer, ordered, generators, augment_batch, labels, fn)
     model.stop_training = False
     interrupted = False
     with _modes(model, training=True), _Interrupts() as interrupts:
@@ -328,25 +341,29 @@ def fit(model, x, y=None, *, epochs, batch_size=64, optimizer=None, loss=None, v
                 callback.on_train_begin({})
             for epoch in range(initial_epoch, epochs):
                 model.train()
+                if run is not None:
+                    run.seed_epoch(generators, dropouts, epoch)
                 for callback in ordered:
                     callback.on_epoch_begin(epoch, {})
                 if isinstance(train, _Arrays):
-                    batches = train.batches(generators["shuffle"].permutation(train.samples) if shuffle else None)
+                    if run is not None:
+                        order = run.shard(epoch, train.samples, shuffle)
+                    else:
+                        order = generators["shuffle"].permutation(train.samples) if shuffle else None
+                    batches = train.batches(order)
                 else:
                     batches = train.batches(epoch)
-                with contextlib.closing(_progress_bar(progress, train.samples, epoch, epochs)) as bar:
+                with contextlib.closing(_progress_bar(progress, samples, epoch, epochs)) as bar:
                     logs = loop.train_epoch(epoch, batches, bar, interrupts)
                     if interrupts.requested:
                         interrupted = True
                         break
                     if validation is not None:
-                        batches = validation.batches(None if isinstance(validation, _Arrays) else epoch)
-                        scores = _run_evaluation(model, criterion, batches, classes, fn)
-                        logs.update({f"val_{k}": v for k, v in scores.items()})
+                        logs.update({f"val_{k}": v for k, v in loop.validate(validation, epoch, classes).items()})
                     bar.set_postfix_str(_postfix(logs), refresh=False)
                 for callback in ordered:
                     callback.on_epoch_end(epoch, dict(logs))
-                if model.stop_training or interrupts.requested:
+                if loop.stop_requested(interrupts):
                     interrupted = interrupts.requested
                     break
         except KeyboardInterrupt:  # during validation, in a callback, or a second Ctrl-C
@@ -358,6 +375,8 @@ def fit(model, x, y=None, *, epochs, batch_size=64, optimizer=None, loss=None, v
         history.interrupted = interrupted
         for callback in ordered:
             callback.on_train_end({"interrupted": interrupted})
+    if run is not None:
+        run.check_in_sync(model)
     return history
 
 
@@ -371,32 +390,16 @@ class _Loop:
 
     def train_epoch(self, epoch: int, batches, bar, interrupts) -> dict:
         """The epoch's logs; returns early (with interrupts.requested set) on Ctrl-C or a KeyboardInterrupt."""
-        model, optimizer, fn = self.model, self.optimizer, self.fn
+        optimizer = self.optimizer
         seen, loss_sum, correct, labelled = 0, 0.0, 0, True
         logs: dict = {}
         try:
             for batch, (xb, yb) in enumerate(batches):
                 for callback in self.callbacks:
                     callback.on_batch_begin(batch, {"size": xb.shape[0]})
-                if self.augment is not None:
-                    xb = self.augment(xb, self.generators["augment"])
-                logits = model(xb)
-                labels = self.labels if self.labels is not None else (yb.ndim == 1 and yb.dtype.kind in "iu")
-                if labels and self.labels is None:  # iterable input: check each batch against the model's classes
-                    self.classes = self.classes or logits.shape[1]
-                    _check_label_range(yb, self.classes, f"y in x batch {batch} of epoch {epoch + 1}", fn)
-                # Checked before the loss sees them: NaN logits would only make it warn and return NaN.
-                if not np.all(np.isfinite(logits)):
-                    _diverged(fn, "the model's outputs became NaN or infinite", epoch, batch, optimizer)
-                value, hits = _score(self.criterion, logits, yb, labels)
-                if not math.isfinite(value):
-                    _diverged(fn, f"the loss became {value}", epoch, batch, optimizer)
-                model.backward(self.criterion.backward(), input_grad=False)
-                optimizer.step()
-                optimizer.zero_grad()
-
-                seen += xb.shape[0]
-                loss_sum += value * xb.shape[0]
+                count, value, hits = self.train_step(epoch, batch, xb, yb, interrupts)
+                seen += count
+                loss_sum += value * count
                 labelled = labelled and hits is not None
                 correct += hits or 0
                 logs = {"loss": loss_sum / seen}
@@ -404,17 +407,52 @@ class _Loop:
                     logs["accuracy"] = correct / seen
                 if _current_lr(optimizer) is not None:
                     logs["lr"] = _current_lr(optimizer)
-                bar.update(xb.shape[0])
+                bar.update(count)
                 bar.set_postfix_str(_postfix(logs), refresh=False)
                 for callback in self.callbacks:
                     callback.on_batch_end(batch, dict(logs, size=xb.shape[0]))
-                if model.stop_training or interrupts.requested:
+                if self.stop_requested(interrupts):
                     break
         except KeyboardInterrupt:
             interrupts.requested = True
         if _current_lr(optimizer) is not None:  # what a per-batch schedule may have changed last
             logs["lr"] = _current_lr(optimizer)
         return logs
+
+    def forward_and_score(self, epoch: int, batch: int, xb, yb):
+        """(logits, batch mean loss, correct predictions or None) of one training batch, augmented first."""
+        if self.augment is not None:
+            xb = self.augment(xb, self.generators["augment"])
+        logits = self.model(xb)
+        labels = self.labels if self.labels is not None else (yb.ndim == 1 and yb.dtype.kind in "iu")
+        if labels and self.labels is None:  # iterable input: check each batch against the model's classes
+            self.classes = self.classes or logits.shape[1]
+            _check_label_range(yb, self.classes, f"y in x batch {batch} of epoch {epoch + 1}", self.fn)
+        # Checked before the loss sees them: NaN logits would only make it warn and return NaN.
+        if not np.all(np.isfinite(logits)):
+            return logits, math.nan, None
+        value, hits = _score(self.criterion, logits, yb, labels)
+        return logits, value, hits
+
+    def train_step(self, epoch: int, batch: int, xb, yb, interrupts):
+        """Forward, loss, backward and update on one batch: (samples, mean loss, correct predictions or None)."""
+        logits, value, hits = self.forward_and_score(epoch, batch, xb, yb)
+        if not np.all(np.isfinite(logits)):
+            _diverged(self.fn, "the model's outputs became NaN or infinite", epoch, batch, self.optimizer)
+        if not math.isfinite(value):
+            _diverged(self.fn, f"the loss became {value}", epoch, batch, self.optimizer)
+        self.model.backward(self.criterion.backward(), input_grad=False)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        return xb.shape[0], value, hits
+
+    def stop_requested(self, interrupts) -> bool:
+        """Whether to stop after this batch or epoch: a callback set model.stop_training, or Ctrl-C."""
+        return self.model.stop_training or interrupts.requested
+
+    def validate(self, validation, epoch: int, classes) -> dict:
+        batches = validation.batches(None if isinstance(validation, _Arrays) else epoch)
+        return _run_evaluation(self.model, self.criterion, batches, classes, self.fn)
 
 
 def evaluate(model, x, y, batch_size: int = 256, loss=None) -> dict:

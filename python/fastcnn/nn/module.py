@@ -245,6 +245,21 @@ class Module:
                 target[...] = value
         return {"missing_keys": missing, "unexpected_keys": unexpected}
 
+    # --- pickling ---------------------------------------------------------------------------------------------
+    # What a forward pass keeps for backward (inputs, masks, pooling indices) is no part of the model: dropping it
+    # makes a pickled model (shipped to Dask workers, deep-copied) its architecture and weights only.
+    _TRANSIENT_ATTRIBUTES = ("_cache",)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        for name in self._TRANSIENT_ATTRIBUTES:
+            if name in state:
+                state[name] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)  # not through __setattr__: the tables arrive filled, with the same objects
+
     # --- config for save/load ---------------------------------------------------------------------------------
     def get_config(self) -> dict:
         """Constructor arguments as JSON-able values; override in layers that take arguments."""

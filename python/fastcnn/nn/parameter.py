@@ -42,6 +42,36 @@ class Parameter:
     def zero_grad(self) -> None:
         self.grad[...] = 0.0
 
+    def use_grad_storage(self, storage: np.ndarray) -> None:
+        """Make `grad` a view of `storage`, keeping its current value.
+
+        Data-parallel training (`fastcnn.distributed`) lays every parameter's gradient out in one contiguous float32
+        buffer, so that one in-place Allreduce averages them all.
+
+        Args:
+            storage: a writeable, C-contiguous float32 array of the parameter's shape (a slice of the flat buffer).
+        """
+        fn = "Parameter.use_grad_storage"
+        if not isinstance(storage, np.ndarray) or storage.dtype != np.float32:
+            raise TypeError(f"{fn}: storage must be a float32 NumPy array; got "
+                            f"{getattr(storage, 'dtype', type(storage).__name__)}")
+        if storage.shape != self.data.shape:
+            raise ValueError(f"{fn}: storage must have the parameter's shape {self.data.shape}; got {storage.shape}")
+        if not (storage.flags.c_contiguous and storage.flags.writeable):
+            raise ValueError(f"{fn}: storage must be C-contiguous and writeable")
+        storage[...] = self.grad
+        self.grad = storage
+
+    def __getstate__(self):
+        # A pickled parameter is its value and whether it trains: the gradient (perhaps a view of a large shared
+        # buffer) would only make the pickle bigger and is zero again after unpickling, as in a new parameter.
+        return {"data": self.data, "requires_grad": self.requires_grad}
+
+    def __setstate__(self, state):
+        self.data = np.array(state["data"], dtype=np.float32, order="C", copy=True)
+        self.grad = np.zeros_like(self.data)
+        self.requires_grad = bool(state["requires_grad"])
+
     def accumulate(self, gradient: np.ndarray) -> None:
         """Add `gradient` to `grad` (in place) unless the parameter is frozen."""
         if self.requires_grad:

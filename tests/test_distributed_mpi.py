@@ -1,0 +1,330 @@
+"""Data-parallel training under a real `mpiexec` (MPICH from the `mpich` wheel, mpi4py): 2 and 3 ranks, one thread
+each, against single-process training on the same global batches; TCP forced over loopback; the command line.
+
+Each MPI run is a subprocess with a timeout, so a rank that hangs fails the test instead of the suite.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastcnn
+from fastcnn import distributed as dist
+from fastcnn import nn, optim
+
+pytest.importorskip("mpi4py", reason="mpi4py is not installed: pip install \"fastcnn[mpi]\"")
+MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
+if MPIEXEC is None:
+    pytest.skip("no mpiexec: pip install \"fastcnn[mpi]\" (the mpich wheel provides it)", allow_module_level=True)
+
+TIMEOUT = 90  # seconds per launch; a run takes about one second on 2 idle cores
+LOCAL_BATCH, STEPS_PER_EPOCH, EPOCHS, SEED = 4, 10, 2, 7  # 20 optimizer steps
+
+# Force MPICH's network module (libfabric's tcp provider on the loopback interface) even between processes of one
+# host: NOLOCAL makes every peer look remote, so no shared memory is used.
+TCP_OVER_LOOPBACK = {"MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "tcp", "FI_TCP_IFACE": "lo",
+                     "MPIR_CVAR_NOLOCAL": "1"}
+
+# The script every rank runs. It is what a user writes, plus files for the test to compare.
+TRAIN_SCRIPT = textwrap.dedent('''
+    import json, os, sys
+    import numpy as np
+    import fastcnn
+    from fastcnn import distributed as dist, nn, optim
+
+    out, samples, local_batch, epochs, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), \\
+        int(sys.argv[5])
+    comm = dist.init()
+    rng = np.random.default_rng(0)
+    x = rng.random((samples, 1, 8, 8), dtype=np.float32)
+    y = rng.integers(0, 3, samples)
+    fastcnn.manual_seed(comm.rank)  # different initial weights on every rank: fit must broadcast rank 0's
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 3))
+    if comm.rank == 0:
+        np.savez(os.path.join(out, "initial.npz"), **model.state_dict())
+    history = fastcnn.fit(model, x, y, epochs=epochs, batch_size=local_batch, seed=seed, progress=False,
+                          optimizer=optim.SGD(model.parameters(), lr=0.1, momentum=0.9), distributed=comm)
+
+    def loopback_tcp_connections():
+        """Established TCP connections of this process between two 127.0.0.1 endpoints (from /proc)."""
+        sockets = set()
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                sockets.add(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:
+                pass
+        count = 0
+        with open("/proc/net/tcp") as table:
+            for line in table.readlines()[1:]:
+                fields = line.split()
+                local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+                if state == "01" and f"socket:[{inode}]" in sockets and local.startswith("0100007F:") \\
+                        and remote.startswith("0100007F:"):
+                    count += 1
+        return count
+
+    report = {"rank": comm.rank, "size": comm.size, "threads": fastcnn.get_num_threads(),
+              "checksum": dist.parameter_checksum(model), "history": history.history,
+              "tcp": loopback_tcp_connections()}
+    with open(os.path.join(out, f"rank{comm.rank}.json"), "w") as file:
+        json.dump(report, file)
+    if comm.rank == 0:
+        np.savez(os.path.join(out, "final.npz"), **model.state_dict())
+''')
+
+
+def _launch(ranks: int, script: Path, args, env_extra=None, python_args=("-m", "mpi4py")):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    command = [MPIEXEC, "-n", str(ranks), sys.executable, *python_args, str(script), *map(str, args)]
+    try:
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"{' '.join(command)} did not finish in {TIMEOUT} s (a rank waiting forever?):\n"
+                    f"{error.stdout}\n{error.stderr}")
+
+
+def _train_on_ranks(tmp_path: Path, ranks: int, env_extra=None):
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN_SCRIPT)
+    samples = ranks * LOCAL_BATCH * STEPS_PER_EPOCH
+    done = _launch(ranks, script, [tmp_path, samples, LOCAL_BATCH, EPOCHS, SEED], env_extra)
+    assert done.returncode == 0, done.stdout + done.stderr
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(ranks)]
+    return samples, reports, dict(np.load(tmp_path / "initial.npz")), dict(np.load(tmp_path / "final.npz"))
+
+
+def _single_process_reference(initial: dict, samples: int, ranks: int):
+    """One process trained on the global batches the ranks formed together: at every step the concatenation of
+    each rank's local batch (shard_indices(...)[k * B:(k + 1) * B] for ranks 0, 1, ...)."""
+    rng = np.random.default_rng(0)
+    x = rng.random((samples, 1, 8, 8), dtype=np.float32)
+    y = rng.integers(0, 3, samples)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 3))
+    model.load_state_dict(initial)
+
+    def global_batches():
+        for epoch in range(EPOCHS):
+            order = np.random.default_rng(SEED + epoch).permutation(samples)
+            shards = [order[r::ranks] for r in range(ranks)]
+            for step in range(STEPS_PER_EPOCH):
+                index = np.concatenate([s[step * LOCAL_BATCH:(step + 1) * LOCAL_BATCH] for s in shards])
+                yield x[index], y[index]
+
+    history = fastcnn.fit(model, global_batches(), epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH, progress=False,
+                          optimizer=optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    return model.state_dict(), history.history
+
+
+def _assert_matches_single_process(samples, reports, initial, final, ranks):
+    assert {r["checksum"] for r in reports} == {reports[0]["checksum"]}, "ranks hold different weights"
+    assert all(r["threads"] == 1 for r in reports)
+    expected, history = _single_process_reference(initial, samples, ranks)
+    assert set(final) == set(expected)
+    for key in expected:
+        # Not bitwise: each rank sums its own half of the batch, then the Allreduce adds the halves.
+        np.testing.assert_allclose(final[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert not np.allclose(final["0.weight"], initial["0.weight"], rtol=1e-3), "training changed nothing"
+    np.testing.assert_allclose(reports[0]["history"]["loss"], history["loss"], rtol=1e-5)
+    np.testing.assert_allclose(reports[0]["history"]["accuracy"], history["accuracy"], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_ranks_train_the_same_weights_as_one_process(tmp_path, ranks):
+    samples, reports, initial, final = _train_on_ranks(tmp_path, ranks)
+    assert [r["rank"] for r in reports] == list(range(ranks)) and reports[0]["size"] == ranks
+    _assert_matches_single_process(samples, reports, initial, final, ranks)
+    # Between processes of one host MPICH uses shared memory, no TCP: the control for the test below.
+    assert all(r["tcp"] == 0 for r in reports)
+
+
+def test_training_over_tcp_on_loopback(tmp_path):
+    samples, reports, initial, final = _train_on_ranks(tmp_path, 2, TCP_OVER_LOOPBACK)
+    # The setting took effect: each rank holds an established 127.0.0.1 <-> 127.0.0.1 connection (to the other).
+    assert all(r["tcp"] >= 1 for r in reports), [r["tcp"] for r in reports]
+    _assert_matches_single_process(samples, reports, initial, final, 2)
+
+
+FAILING_SCRIPT = textwrap.dedent('''
+    import numpy as np
+    from fastcnn import distributed as dist
+    comm = dist.init()
+    if comm.rank == 1:
+        raise RuntimeError("rank 1 fails")
+    comm.allreduce_(np.ones(4, np.float32))  # rank 0 would wait here for ever
+''')
+
+
+def test_an_error_on_one_rank_ends_every_rank(tmp_path):
+    # Run as `python script.py`, not `python -m mpi4py`: init() itself makes an uncaught exception abort the launch.
+    script = tmp_path / "fail.py"
+    script.write_text(FAILING_SCRIPT)
+    done = _launch(2, script, [], python_args=())
+    assert done.returncode != 0
+    assert "rank 1 fails" in done.stderr
+
+
+STOP_SCRIPT = textwrap.dedent('''
+    import json, os, sys
+    import numpy as np
+    import fastcnn
+    from fastcnn import callbacks, distributed as dist, nn
+
+    comm = dist.init()
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 1, 8, 8), dtype=np.float32), rng.integers(0, 3, 64)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+
+    batches = []
+
+    def stop_on_rank_1(batch, logs):
+        batches.append(batch)
+        if comm.rank == 1 and batch == 2:
+            model.stop_training = True
+
+    history = fastcnn.fit(model, x, y, epochs=3, batch_size=4, seed=0, progress=False, distributed=comm,
+                          callbacks=[callbacks.LambdaCallback(on_batch_end=stop_on_rank_1)])
+    with open(os.path.join(sys.argv[1], f"rank{comm.rank}.json"), "w") as file:
+        json.dump({"epochs": len(history.epoch), "batches": batches, "checksum": dist.parameter_checksum(model)},
+                  file)
+''')
+
+
+def test_a_stop_requested_on_one_rank_stops_every_rank_together(tmp_path):
+    script = tmp_path / "stop.py"
+    script.write_text(STOP_SCRIPT)
+    done = _launch(2, script, [tmp_path])
+    assert done.returncode == 0, done.stdout + done.stderr
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    # Rank 1 asked after batch 2; the request travelled with batch 3's gradients, so both ranks stopped after batch
+    # 3 of the first epoch (of 8 batches, 3 epochs), which ends as the epoch a stopped fit records.
+    assert [r["batches"] for r in reports] == [[0, 1, 2, 3]] * 2
+    assert [r["epochs"] for r in reports] == [1, 1]
+    assert reports[0]["checksum"] == reports[1]["checksum"]
+
+
+@pytest.mark.slow
+def test_command_line_train_under_mpiexec(tmp_path):
+    pytest.importorskip("sklearn", reason="the digits dataset needs scikit-learn")
+    pytest.importorskip("matplotlib", reason="fastcnn train draws its figures with matplotlib")
+    out = tmp_path / "run"
+    command = [MPIEXEC, "-n", "2", sys.executable, "-m", "fastcnn", "train", "--dataset", "digits", "--epochs", "2",
+               "--batch-size", "32", "--out", str(out), "--quiet", "--threads", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT * 2,
+                          env={**os.environ, "MPLBACKEND": "Agg"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("test accuracy:") == 1, done.stdout  # rank 0 alone reports
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["epoch"]) == 2 and history["test"]["accuracy"] > 0.8
+    metadata = fastcnn.io.load_metadata(out / "model.npz")
+    assert metadata["hyperparameters"]["processes"] == 2
+    assert metadata["hyperparameters"]["batch_size"] == 32
+
+
+# --- in this process: the single-process communicator and the argument checks ---------------------------------
+
+def test_single_process_communicator_leaves_data_alone():
+    comm = dist.SingleProcess()
+    buffer = np.arange(6, dtype=np.float32)
+    assert comm.allreduce_(buffer) is buffer and buffer.tolist() == list(range(6))
+    assert comm.broadcast_object({"seed": 3}) == {"seed": 3}
+    assert (comm.rank, comm.size, comm.is_root) == (0, 1, True)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        comm.allreduce_(np.zeros((4, 4), np.float32)[:, ::2])
+    with pytest.raises(TypeError, match="NumPy array"):
+        comm.allreduce_([1.0, 2.0])
+    with pytest.raises(ValueError, match=r"root must be a rank in \[0, 1\); got 1"):
+        comm.broadcast_(buffer, root=1)
+
+
+def test_fit_with_a_single_process_communicator_trains():
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 1, 8, 8), dtype=np.float32), rng.integers(0, 3, 40)
+    fastcnn.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    before = model.state_dict()
+    history = fastcnn.fit(model, x, y, epochs=2, batch_size=8, seed=1, progress=False,
+                          distributed=dist.SingleProcess(), validation_data=(x[:8], y[:8]))
+    assert len(history.history["loss"]) == 2 and "val_accuracy" in history.history
+    assert not np.array_equal(model.state_dict()["1.weight"], before["1.weight"])
+    # The gradients live in one buffer now, and zero_grad still clears them in place.
+    grads = [p.grad for p in model.parameters()]
+    assert grads[0].base is not None and grads[0].base is grads[1].base
+
+
+def test_gradient_averager_lays_gradients_out_in_one_buffer():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 2))
+    for index, param in enumerate(model.parameters()):
+        param.grad[...] = index + 1
+    averager = dist.GradientAverager(model.parameters(), dist.SingleProcess(), extra=2)
+    expected = np.concatenate([np.full(p.size, i + 1, np.float32) for i, p in enumerate(model.parameters())])
+    np.testing.assert_array_equal(averager.gradients, expected)  # current gradients kept
+    assert averager.buffer.size == model.num_parameters() + 2
+    model.zero_grad()
+    assert not averager.gradients.any()
+    x = np.random.default_rng(0).random((2, 1, 4, 4), dtype=np.float32)
+    model.backward(np.ones_like(model(x)))
+    assert averager.gradients.any()  # backward passes accumulate straight into the buffer
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"distributed": "mpi"}, TypeError, "distributed must be None, True .* or a fastcnn.distributed.Communicator; "
+                                        "got str"),
+    ({"distributed": 2}, TypeError, "got int"),
+])
+def test_fit_refuses_a_bad_distributed_argument(kwargs, error, match):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    with pytest.raises(error, match=match):
+        fastcnn.fit(model, np.zeros((4, 1, 2, 2)), np.zeros(4, int), epochs=1, progress=False, **kwargs)
+
+
+def test_fit_needs_steps_per_epoch_for_distributed_batches():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    batches = [(np.zeros((2, 1, 2, 2), np.float32), np.zeros(2, int))]
+    with pytest.raises(ValueError, match="need steps_per_epoch, so that every process takes the same number"):
+        fastcnn.fit(model, batches, epochs=1, progress=False, distributed=dist.SingleProcess())
+
+
+@pytest.mark.parametrize("args, match", [
+    ((10, 0, 1.5), "seed must be an int >= 0; got 1.5"),
+    ((0, 0, 1), "samples must be an int >= 1; got 0"),
+    ((10, -1, 1), "epoch must be an int >= 0; got -1"),
+])
+def test_shard_indices_checks_its_arguments(args, match):
+    with pytest.raises(ValueError, match=match):
+        dist.shard_indices(*args, comm=dist.SingleProcess())
+
+
+def test_shard_indices_is_the_seeded_permutation():
+    order = dist.shard_indices(10, 2, 5, dist.SingleProcess())
+    np.testing.assert_array_equal(order, np.random.default_rng(7).permutation(10))
+    np.testing.assert_array_equal(dist.shard_indices(3, 0, 0, dist.SingleProcess(), shuffle=False), [0, 1, 2])
+    with pytest.raises(TypeError, match="comm must be a fastcnn.distributed.Communicator"):
+        dist.shard_indices(10, 0, 0, comm=None)
+
+
+def test_use_grad_storage_checks_the_storage():
+    param = nn.Parameter(np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"storage must have the parameter's shape \(2, 3\); got \(6,\)"):
+        param.use_grad_storage(np.zeros(6, np.float32))
+    with pytest.raises(TypeError, match="storage must be a float32 NumPy array; got float64"):
+        param.use_grad_storage(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="C-contiguous and writeable"):
+        param.use_grad_storage(np.zeros((3, 2), np.float32).T)
+
+
+def test_init_without_a_launcher_is_a_single_process(monkeypatch):
+    for name in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert not dist.launched_by_mpi()
+    comm = dist.init()
+    assert isinstance(comm, dist.SingleProcess)
+    with pytest.raises(ValueError, match="threads must be an int >= 1 or None; got 0"):
+        dist.init(threads=0)
