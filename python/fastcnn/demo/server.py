@@ -244,7 +244,10 @@ class _Handler(BaseHTTPRequestHandler):
                                     f"{self.server.url.rstrip('/')}")
             getattr(self, name)(url)
         except _Refused as refusal:
-            self._send_json(refusal.status, {"error": refusal.message}, refusal.headers)
+            try:
+                self._send_json(refusal.status, {"error": refusal.message}, refusal.headers)
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                self.close_connection = True  # refused, and the client has already gone
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True  # the client went away; nothing to answer
         except Exception:  # noqa: BLE001 (any bug: log it here, never show it to the client)
@@ -310,6 +313,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Refused(400, f"the request body is not UTF-8 text: {error}") from None
         except ValueError as error:  # json.JSONDecodeError; also numbers too long to convert
             raise _Refused(400, f"the request body is not valid JSON: {error}") from None
+        except RecursionError:  # "[[[[...": 64 KiB of brackets nest deeper than the parser's stack
+            raise _Refused(400, "the request body is not valid JSON: nested too deeply") from None
 
     def _discard(self, length: int) -> None:
         """Read (and drop) a refused body up to 16 MiB, so the client gets to read the answer instead of a reset
