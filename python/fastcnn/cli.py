@@ -23,6 +23,10 @@ for a grayscale model `--invert auto` (the default) inverts an image whose borde
 resizing) averages brighter than mid-gray: a dark digit drawn on white paper. `--invert yes|no` decides it yourself;
 RGB images are never inverted automatically.
 
+`mpiexec -n N fastcnn train ...` trains data-parallel on N processes (docs/distributed.md): --batch-size is the
+global batch, split evenly across them, each process uses cores / N kernel threads unless --threads says otherwise,
+and rank 0 alone prints and writes the run's folder.
+
 Exit status: 0 on success; 2 with one line `fastcnn: error: ...` on stderr for a bad argument, a missing or corrupt
 model file, an unreadable image or missing data (the line says how to install it); 1 when training diverges; 130
 after Ctrl-C (train still saves the model trained so far, its history and the report, and says so).
@@ -172,6 +176,28 @@ def _set_threads(threads) -> None:
             raise CommandError(f"--threads: {_one_line(error)}") from None
 
 
+def _communicator(threads):
+    """Under mpiexec, the launch's communicator (threads per process set as fastcnn.distributed.init does); else
+    None, and training runs in this process alone."""
+    from .distributed import init, launched_by_mpi
+
+    if not launched_by_mpi():
+        _set_threads(threads)
+        return None
+    try:
+        return init(threads=threads)
+    except (ImportError, ValueError) as error:
+        raise CommandError(_one_line(error)) from None
+
+
+def _end_launch(status: int) -> None:
+    """After an error on one process of an MPI launch, end them all: the others would wait for it for ever."""
+    comm_module = sys.modules.get(f"{__package__}.distributed._comm")
+    comm = comm_module.initialised_world() if comm_module is not None else None
+    if comm is not None and comm.size > 1:
+        comm.abort(status)
+
+
 def _load_dataset(name: str, download: bool):
     """((x_train, y_train), (x_test, y_test)) of a dataset, or a CommandError saying how to install it."""
     from . import datasets
@@ -293,11 +319,13 @@ def _train(args) -> int:
     if importlib.util.find_spec("matplotlib") is None:  # fail now, not after a minute of training
         raise CommandError("train draws its figures with matplotlib, which is not installed; install it with "
                            "`pip install matplotlib` (or `pip install fastcnn[viz]`)")
-    _set_threads(args.threads)
-    say = (lambda *a: None) if args.quiet else print
+    # Under mpiexec every process trains on its share of each batch; rank 0 alone prints and writes the run.
+    comm = _communicator(args.threads)
+    root, processes = comm is None or comm.is_root, 1 if comm is None else comm.size
+    say = (lambda *a: None) if args.quiet or not root else print
     (x_train, y_train), (x_test, y_test) = _load_dataset(args.dataset, args.download)
     names = datasets.class_names(args.dataset)
-    folder = _output_folder(args.out, args.dataset)
+    folder = _output_folder(args.out, args.dataset) if root else None
     channels, size = x_train.shape[1], x_train.shape[2]
     say(f"{args.dataset}: {len(x_train)} training and {len(x_test)} test images of {channels}x{size}x{size}")
 
@@ -309,22 +337,30 @@ def _train(args) -> int:
     else:
         optimizer = optim.SGD(model.parameters(), lr=hp["learning_rate"], momentum=SGD_MOMENTUM)
     augmentation = _augmentation(args.dataset, size) if args.augment else None
+    # --batch-size is the global batch, split across the processes, so that the same hyper-parameters train the
+    # same way on any number of them (no learning-rate rescaling needed).
+    local_batch = max(1, hp["batch_size"] // processes)
     say(f"training the tutorial CNN ({model.num_parameters():,} parameters) for {hp['epochs']} epochs: "
         f"{args.optimizer}, lr {hp['learning_rate']:g}, batch {hp['batch_size']}"
+        + (f" ({local_batch} on each of {processes} processes)" if processes > 1 else "")
         + (", augmented" if augmentation else ""))
     started = time.perf_counter()
     try:
-        history = training.fit(model, x_train, y_train, epochs=hp["epochs"], batch_size=hp["batch_size"],
+        history = training.fit(model, x_train, y_train, epochs=hp["epochs"], batch_size=local_batch,
                                optimizer=optimizer, augment=augmentation,
-                               seed=args.seed, progress=not args.quiet)
+                               seed=args.seed, progress=not args.quiet and root, distributed=comm)
     except FloatingPointError as error:
         raise CommandError(f"training diverged: {_without_function(error, 'fit')}", status=1) from None
     train_seconds = time.perf_counter() - started
+    if not root:
+        return INTERRUPTED if history.interrupted else 0
 
     scores = training.evaluate(model, x_test, y_test)
     predicted = training.predict(model, x_test).argmax(axis=1)
     per_class = _per_class(y_test, predicted, names)
     settings = {**hp, "optimizer": args.optimizer, "augment": bool(args.augment), "seed": args.seed}
+    if processes > 1:
+        settings["processes"] = processes
     done = len(history.epoch)
     io.save(model, folder / MODEL_FILE, input_shape=[channels, size, size], class_names=names, dataset=args.dataset,
             hyperparameters=settings, test_loss=scores["loss"], test_accuracy=scores["accuracy"],
@@ -476,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         return _COMMANDS[args.command](args)
     except CommandError as error:
         print(f"fastcnn: error: {_one_line(error)}", file=sys.stderr)
+        _end_launch(error.status)
         return error.status
     except SystemExit as exit_:  # --help, --version, and bench's own argument errors
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
