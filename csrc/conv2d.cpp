@@ -1,4 +1,5 @@
-// Convolution as GEMM over im2col blocks.
+// Convolution as GEMM over im2col blocks: the explicit path. Stride-1 convolutions go to the implicit GEMM of
+// conv2d_implicit.cpp instead (which needs no im2col), except where it says the explicit path does better.
 //
 // Layout: x [N, C_in, H, W], w [C_out, C_in/groups, kH, kW], y [N, C_out, H_out, W_out]. For one group,
 // y_g (C_out/g x N*P) = w_g (C_out/g x K) * col (K x N*P), where P = H_out * W_out and the K = C_in/g * kH * kW
@@ -17,6 +18,7 @@
 #include <cstring>
 #include <string>
 
+#include "conv2d_implicit.h"
 #include "gemm.h"
 #include "im2col.h"
 
@@ -210,21 +212,30 @@ ConvGeometry make_conv_geometry(ConvGeometry g) {
 }
 
 index_t conv2d_forward_workspace_bytes(const ConvGeometry& g, int threads) {
+  if (implicit_conv_applies(g)) return implicit_forward_workspace_bytes(g, threads);
   const ForwardPlan plan = plan_forward(g, threads);
   return workspace_bytes(plan.threads, plan.per_thread_floats, plan.packed_weight_floats);
 }
 
 index_t conv2d_backward_input_workspace_bytes(const ConvGeometry& g, int threads) {
   const BackwardInputPlan plan = plan_backward_input(g, threads);
-  return workspace_bytes(plan.threads, plan.per_thread_floats, plan.packed_weight_floats);
+  const index_t explicit_bytes = workspace_bytes(plan.threads, plan.per_thread_floats, plan.packed_weight_floats);
+  // the implicit path falls back to the explicit one for non-finite weights: room for either
+  if (implicit_backward_input_applies(g))
+    return std::max(explicit_bytes, implicit_backward_input_workspace_bytes(g, threads));
+  return explicit_bytes;
 }
 
 index_t conv2d_backward_weight_workspace_bytes(const ConvGeometry& g, int threads) {
   const BackwardWeightPlan plan = plan_backward_weight(g, threads);
-  return workspace_bytes(plan.threads, plan.per_thread_floats, plan.partial_floats);
+  const index_t explicit_bytes = workspace_bytes(plan.threads, plan.per_thread_floats, plan.partial_floats);
+  // the implicit path falls back to the explicit one for non-finite inputs: room for either
+  if (implicit_conv_applies(g)) return std::max(explicit_bytes, implicit_backward_weight_workspace_bytes(g, threads));
+  return explicit_bytes;
 }
 
 void conv2d_forward(const ConvGeometry& g, int threads, const float* x, const float* w, const float* b, float* y) {
+  if (implicit_conv_applies(g)) return implicit_forward(g, threads, x, w, b, y);
   const GemmKernel& gemm = gemm_kernel();
   const ForwardPlan plan = plan_forward(g, threads);
   const index_t plane = g.out_plane(), patch = g.patch_size(), width = plan.blocks.block_columns;
@@ -273,6 +284,7 @@ void conv2d_forward(const ConvGeometry& g, int threads, const float* x, const fl
 }
 
 void conv2d_backward_input(const ConvGeometry& g, int threads, const float* dy, const float* w, float* dx) {
+  if (implicit_backward_input_applies(g) && implicit_backward_input(g, threads, dy, w, dx)) return;
   const GemmKernel& gemm = gemm_kernel();
   const BackwardInputPlan plan = plan_backward_input(g, threads);
   const index_t plane = g.out_plane(), patch = g.patch_size(), area = g.kernel_area();
@@ -342,6 +354,7 @@ void conv2d_backward_input(const ConvGeometry& g, int threads, const float* dy, 
 }
 
 void conv2d_backward_weight(const ConvGeometry& g, int threads, const float* dy, const float* x, float* dw) {
+  if (implicit_conv_applies(g) && implicit_backward_weight(g, threads, dy, x, dw)) return;
   const GemmKernel& gemm = gemm_kernel();
   const BackwardWeightPlan plan = plan_backward_weight(g, threads);
   FloatBuffer workspace = allocate_floats(plan.threads * plan.per_thread_floats);

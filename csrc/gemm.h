@@ -13,6 +13,8 @@
 
 namespace fastcnn {
 
+constexpr index_t kMaxImplicitSegments = 64;
+
 struct MatrixView {
   const float* data;
   index_t row_stride;  // distance between A(i, k) and A(i + 1, k)
@@ -34,6 +36,15 @@ struct GemmKernel {
   // C (+)= A * B^T for row-major A (M x K, row stride lda) and B (N x K, row stride ldb), without packing.
   void (*multiply_abt)(index_t M, index_t N, index_t K, const float* A, index_t lda, const float* B, index_t ldb,
                        float* C, index_t ldc, bool accumulate);
+  // C (M x N) = A * B for A packed whole (panel i0 at i0 * K holding [k][MR]) and B(k, j) = base[offsets[k] + j],
+  // read in place: the implicit-GEMM convolution. base must be readable up to offsets[k] + N rounded up to NR.
+  void (*multiply_implicit)(index_t M, index_t N, index_t K, const float* packed_a, const float* base,
+                            const index_t* offsets, float* C, index_t ldc);
+  // C (M x N) (+)= sum over s < S of A_s * B_s^T, row i of A_s at a[s] + i * lda and row j of B_s at
+  // b[s] + offsets[j], rows of length L (a multiple of vector_floats); S <= kMaxImplicitSegments.
+  void (*multiply_abt_implicit)(index_t M, index_t N, index_t S, index_t L, const float* const* a, index_t lda,
+                                const float* const* b, const index_t* offsets, float* C, index_t ldc, bool accumulate);
+  int vector_floats;  // VL: floats per SIMD vector
 
   index_t packed_a_floats(index_t M, index_t K) const { return ceil_div(M, mr) * mr * K; }
   index_t packed_b_floats(index_t K, index_t N) const { return ceil_div(N, nr) * nr * K; }

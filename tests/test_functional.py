@@ -200,6 +200,45 @@ def test_nan_propagates_through_conv_and_avg_pool(rng):
     assert np.isnan(pooled[0, 1, 1, 1]) and np.isfinite(pooled[0, 0]).all()
 
 
+# Stride-1 geometries take the implicit-GEMM path, whose wrapped columns multiply real inputs by zero and whose
+# padded grad_output multiplies weights by zero: with infinities that would make NaN where the true gradient has
+# none. (N, C_in, H, W, C_out, kernel, padding, dilation, groups)
+NON_FINITE_CASES = [
+    (2, 3, 7, 9, 4, 3, 0, 1, 1),
+    (2, 8, 9, 8, 8, 5, 2, 1, 1),
+    (2, 8, 10, 10, 8, 3, 2, 2, 2),
+]
+
+
+def same_specials(actual, expected):
+    """NaN and infinities in the same places with the same signs; the finite rest close."""
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
+    np.testing.assert_array_equal(np.isposinf(actual), np.isposinf(expected))
+    np.testing.assert_array_equal(np.isneginf(actual), np.isneginf(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(actual[finite], expected[finite], rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("case", NON_FINITE_CASES)
+def test_non_finite_values_reach_the_gradients_exactly_where_the_reference_puts_them(rng, case):
+    n, c_in, h, w, c_out, k, padding, dilation, groups = case
+    x = rng.standard_normal((n, c_in, h, w)).astype(np.float32)
+    weight = rng.standard_normal((c_out, c_in // groups, k, k)).astype(np.float32)
+    x[0, 0, 0, w - 1] = np.inf  # the last column: what wrapped columns of the row above would read
+    x[1, -1, h - 1, 0] = np.nan
+    x[0, 1, h // 2, w - 2] = -np.inf
+    weight[0, 0, 0, 0] = np.inf  # meets the zeros of the padding in the input gradient
+    weight[-1, -1, -1, -1] = -np.inf
+    kwargs = dict(padding=padding, dilation=dilation, groups=groups)
+    y = F.conv2d(x, weight, **kwargs)
+    grad = rng.standard_normal(y.shape).astype(np.float32)
+    got = F.conv2d_backward(grad, x, weight, **kwargs)
+    expected = R.conv2d_backward(grad.astype(np.float64), x.astype(np.float64), weight.astype(np.float64), **kwargs)
+    with np.errstate(invalid="ignore"):
+        for actual, reference in zip(got, expected):
+            same_specials(actual, reference)
+
+
 def test_max_pool2d_backward_accumulates_overlapping_windows():
     x = np.zeros((1, 1, 3, 3), np.float32)
     x[0, 0, 1, 1] = 1.0  # the centre is the maximum of all four overlapping 2x2 windows

@@ -1,0 +1,360 @@
+// Stride-1 convolution as an implicit GEMM: the GEMM reads its B operand straight from a zero-padded copy of
+// the input instead of an im2col matrix.
+//
+// With the input of one (sample, group) padded to Hp x Wp planes, output pixel (oh, ow) at GEMM column
+// q = oh * Wp + ow needs, for kernel tap k = (c, ki, kj), the padded input at q + offset(k), where
+// offset(k) = c * Hp * Wp + ki * dilation_h * Wp + kj * dilation_w. So row k of im2col is the padded input itself,
+// shifted by offset(k): a run of consecutive columns is a run of consecutive floats, and the micro-kernel loads
+// it in place. Columns with ow >= W_out wrap around into the next row: they are computed and thrown away, which
+// costs Wp / W_out more multiply-adds than needed, far less than writing and reading im2col (whose cost grows
+// with the kernel area and dominated small layers: LeNet's convolutions spent most of their time in it).
+//
+// Each output element is one sum in k order inside one micro-kernel call, whatever the tiling or the number of
+// threads, so results are bitwise the same for any thread count.
+#include "conv2d_implicit.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "gemm.h"
+
+namespace fastcnn {
+namespace {
+
+constexpr index_t kMaxWasteRatio = 2;           // padded width at most this many times the output width
+constexpr index_t kStagingBudgetFloats = 65536;  // 256 KiB of output columns per thread, kept in L2
+
+// The zero-padded copy of one (sample, group) that the GEMM reads.
+struct PaddedInput {
+  index_t height, width;  // Hp, Wp
+  index_t columns;        // GEMM columns per (sample, group): (H_out - 1) * Wp + W_out, wrapped ones included
+  index_t floats;         // per (sample, group): the planes plus NR zeros the last tile may read past them
+};
+
+PaddedInput padded_input(const ConvGeometry& g, index_t nr) {
+  PaddedInput pad{};
+  pad.height = g.in_height + g.pad_top + g.pad_bottom;
+  pad.width = g.in_width + g.pad_left + g.pad_right;
+  pad.columns = (g.out_height - 1) * pad.width + g.out_width;
+  // The forward's furthest read is offset(K - 1) + columns rounded up to NR: the planes' end plus less than NR.
+  // The weight gradient reads H_out * Wp columns rounded up to a vector: less than Wp + NR past the end.
+  pad.floats = checked_add(checked_mul(g.in_channels_per_group(), checked_mul(pad.height, pad.width, "conv2d"), "conv2d"),
+                           nr + pad.width, "conv2d");
+  return pad;
+}
+
+struct ImplicitPlan {
+  PaddedInput pad;
+  index_t units;          // (sample, group) pairs, each with its own padded input
+  index_t chunks;         // column chunks per unit: work items are (unit, chunk)
+  index_t chunk_columns;  // a multiple of NR
+  index_t items;
+  index_t padded_m;       // output channels per group, rounded up to MR (rows of the packed weights)
+  int threads;
+  index_t input_floats, weight_floats, staging_floats;  // padded inputs, packed weights, per-thread output tile
+};
+
+ImplicitPlan plan_implicit(const ConvGeometry& g, int threads) {
+  const GemmKernel& gemm = gemm_kernel();
+  const index_t nr = gemm.nr, cout_g = g.out_channels_per_group();
+  ImplicitPlan plan{};
+  plan.pad = padded_input(g, nr);
+  plan.units = checked_mul(g.batch, g.groups, "conv2d");
+  // Enough items for every thread (a single image is split along its columns), each tile's output in L2.
+  const index_t wanted_chunks = ceil_div(2 * threads, plan.units);
+  const index_t budget_columns = std::max<index_t>(nr, kStagingBudgetFloats / cout_g / nr * nr);
+  plan.chunk_columns = std::min(budget_columns, ceil_div(ceil_div(plan.pad.columns, wanted_chunks), nr) * nr);
+  plan.chunks = ceil_div(plan.pad.columns, plan.chunk_columns);
+  plan.items = checked_mul(plan.units, plan.chunks, "conv2d");
+  plan.threads = static_cast<int>(std::min<index_t>(threads, plan.items));
+  plan.padded_m = ceil_div(cout_g, gemm.mr) * gemm.mr;
+  plan.input_floats = checked_mul(plan.units, plan.pad.floats, "conv2d");
+  plan.weight_floats = checked_mul(g.groups, checked_mul(plan.padded_m, g.patch_size(), "conv2d"), "conv2d");
+  plan.staging_floats = checked_mul(cout_g, plan.chunk_columns, "conv2d");
+  return plan;
+}
+
+index_t plan_bytes(const ImplicitPlan& plan, index_t patch) {
+  index_t floats = checked_add(plan.input_floats, plan.weight_floats, "conv2d");
+  floats = checked_add(floats, checked_mul(plan.threads, plan.staging_floats, "conv2d"), "conv2d");
+  floats = checked_add(floats, checked_mul(patch, 2, "conv2d"), "conv2d");  // the offsets (64-bit)
+  return checked_mul(floats, static_cast<index_t>(sizeof(float)), "conv2d");
+}
+
+// The planes of one (sample, group) into its zero-padded copy (and the slack after it zeroed). Returns whether
+// every value copied is finite (x * 0 is 0 for finite x, NaN for NaN and infinities).
+bool pad_unit(const ConvGeometry& g, const PaddedInput& pad, const float* src, float* dst) {
+  const index_t cin_g = g.in_channels_per_group();
+  std::fill(dst, dst + pad.floats, 0.0f);
+  float probe = 0.0f;
+  for (index_t c = 0; c < cin_g; ++c) {
+    const float* plane = src + c * g.in_plane();
+    float* out = dst + c * pad.height * pad.width + g.pad_top * pad.width + g.pad_left;
+    for (index_t h = 0; h < g.in_height; ++h) {
+      const float* row = plane + h * g.in_width;
+      float* copy = out + h * pad.width;
+      for (index_t w = 0; w < g.in_width; ++w) {
+        copy[w] = row[w];
+        probe += row[w] * 0.0f;
+      }
+    }
+  }
+  return probe == 0.0f;
+}
+
+// Rows [0, M) of a row-major M x K matrix into the whole-K packed layout: panel i0 at i0 * K holds [k][MR].
+void pack_whole(index_t M, index_t K, const float* src, index_t mr, float* packed) {
+  const index_t padded_m = ceil_div(M, mr) * mr;
+  for (index_t i0 = 0; i0 < padded_m; i0 += mr) {
+    float* panel = packed + i0 * K;
+    for (index_t i = 0; i < mr; ++i) {
+      const index_t row = i0 + i;
+      for (index_t k = 0; k < K; ++k) panel[k * mr + i] = row < M ? src[row * K + k] : 0.0f;
+    }
+  }
+}
+
+// Columns [q0, q1) of a unit's output tile (row stride ld), keeping those that are real pixels, into y.
+void store_pixels(const ConvGeometry& g, const PaddedInput& pad, const float* tile, index_t ld, index_t q0,
+                  index_t q1, index_t rows, const float* bias, float* y_planes) {
+  const index_t plane = g.out_plane();
+  for (index_t oh = q0 / pad.width; oh * pad.width < q1; ++oh) {
+    const index_t begin = std::max(q0, oh * pad.width), end = std::min(q1, oh * pad.width + g.out_width);
+    if (begin >= end) continue;
+    const index_t ow = begin - oh * pad.width, count = end - begin;
+    for (index_t r = 0; r < rows; ++r) {
+      const float* src = tile + r * ld + (begin - q0);
+      float* dst = y_planes + r * plane + oh * g.out_width + ow;
+      if (bias != nullptr) {
+        const float b = bias[r];
+        for (index_t t = 0; t < count; ++t) dst[t] = src[t] + b;
+      } else {
+        for (index_t t = 0; t < count; ++t) dst[t] = src[t];
+      }
+    }
+  }
+}
+
+// The transposed geometry whose stride-1 convolution of grad_output is grad_input (see implicit_backward_input).
+ConvGeometry transposed_geometry(const ConvGeometry& g) {
+  ConvGeometry t = g;
+  t.in_channels = g.out_channels;
+  t.in_height = g.out_height;
+  t.in_width = g.out_width;
+  t.out_channels = g.in_channels;
+  const index_t reach_h = (g.kernel_height - 1) * g.dilation_h, reach_w = (g.kernel_width - 1) * g.dilation_w;
+  t.pad_top = reach_h - g.pad_top;
+  t.pad_bottom = reach_h - g.pad_bottom;
+  t.pad_left = reach_w - g.pad_left;
+  t.pad_right = reach_w - g.pad_right;
+  t.out_height = g.in_height;
+  t.out_width = g.in_width;
+  return t;
+}
+
+bool paddings_fit_kernel(const ConvGeometry& g) {
+  const index_t reach_h = (g.kernel_height - 1) * g.dilation_h, reach_w = (g.kernel_width - 1) * g.dilation_w;
+  return g.pad_top <= reach_h && g.pad_bottom <= reach_h && g.pad_left <= reach_w && g.pad_right <= reach_w;
+}
+
+constexpr index_t kWeightSampleChunks = 16;  // at most this many partial weight gradients
+constexpr index_t kWeightSumFloats = 1024;   // products per horizontal sum: amortises it, keeps A in L1
+constexpr index_t kTapAlignment = 4;         // taps split between threads in multiples of the micro-tile
+constexpr index_t kItemsPerThread = 3;       // enough items to balance uneven ones
+
+struct WeightPlan {
+  PaddedInput pad;
+  index_t units, row_length;           // (sample, group) pairs; grad_output row length: H_out * Wp rounded to VL
+  index_t sample_chunks, row_chunks, items;
+  int threads;
+  index_t input_floats, output_floats, partial_floats;
+};
+
+WeightPlan plan_weight(const ConvGeometry& g, int threads) {
+  const GemmKernel& gemm = gemm_kernel();
+  WeightPlan plan{};
+  plan.pad = padded_input(g, gemm.nr);
+  plan.units = checked_mul(g.batch, g.groups, "conv2d");
+  plan.row_length = ceil_div(checked_mul(g.out_height, plan.pad.width, "conv2d"), gemm.vector_floats) * gemm.vector_floats;
+  // The batch is summed in chunks fixed by the geometry alone, partials added in chunk order. A chunk holds
+  // enough samples for long sums (each tile ends with a horizontal sum per element), and there are at most
+  // kWeightSampleChunks of them (each has a partial gradient).
+  const index_t samples = std::max(ceil_div(kWeightSumFloats, plan.row_length), ceil_div(g.batch, kWeightSampleChunks));
+  plan.sample_chunks = ceil_div(g.batch, std::min(samples, g.batch));
+  // Threads share the work by (chunk, group), and split the kernel taps when there are too few of those.
+  const index_t chunk_groups = plan.sample_chunks * g.groups;
+  plan.row_chunks = std::min(ceil_div(g.patch_size(), kTapAlignment), ceil_div(kItemsPerThread * threads, chunk_groups));
+  plan.items = chunk_groups * plan.row_chunks;
+  plan.threads = static_cast<int>(std::min<index_t>(threads, plan.items));
+  plan.input_floats = checked_mul(plan.units, plan.pad.floats, "conv2d");
+  plan.output_floats = checked_mul(checked_mul(g.batch, g.out_channels, "conv2d"), plan.row_length, "conv2d");
+  const index_t weight_floats = checked_mul(g.out_channels, g.patch_size(), "conv2d");
+  plan.partial_floats = plan.sample_chunks > 1 ? checked_mul(plan.sample_chunks, weight_floats, "conv2d") : 0;
+  return plan;
+}
+
+}  // namespace
+
+bool implicit_conv_applies(const ConvGeometry& g) {
+  if (g.stride_h != 1 || g.stride_w != 1) return false;
+  const index_t padded_width = g.in_width + g.pad_left + g.pad_right;
+  return padded_width <= kMaxWasteRatio * g.out_width;
+}
+
+index_t implicit_forward_workspace_bytes(const ConvGeometry& g, int threads) {
+  return plan_bytes(plan_implicit(g, threads), g.patch_size());
+}
+
+void implicit_forward(const ConvGeometry& g, int threads, const float* x, const float* w, const float* b, float* y) {
+  const GemmKernel& gemm = gemm_kernel();
+  const ImplicitPlan plan = plan_implicit(g, threads);
+  const PaddedInput& pad = plan.pad;
+  const index_t patch = g.patch_size(), cin_g = g.in_channels_per_group(), cout_g = g.out_channels_per_group();
+
+  std::vector<index_t> offsets(static_cast<std::size_t>(patch));
+  for (index_t k = 0; k < patch; ++k) {
+    const index_t c = k / g.kernel_area(), ki = (k % g.kernel_area()) / g.kernel_width, kj = k % g.kernel_width;
+    offsets[k] = (c * pad.height + ki * g.dilation_h) * pad.width + kj * g.dilation_w;
+  }
+  FloatBuffer packed_weights = allocate_floats(plan.weight_floats);
+  for (index_t group = 0; group < g.groups; ++group)
+    pack_whole(cout_g, patch, w + group * cout_g * patch, gemm.mr, packed_weights.get() + group * plan.padded_m * patch);
+  FloatBuffer inputs = allocate_floats(plan.input_floats);
+  parallel_for(plan.units, threads, [&](index_t unit, int) {
+    const index_t n = unit / g.groups, group = unit % g.groups;
+    (void)pad_unit(g, pad, x + (n * g.in_channels + group * cin_g) * g.in_plane(), inputs.get() + unit * pad.floats);
+  });
+  FloatBuffer staging = allocate_floats(checked_mul(plan.threads, plan.staging_floats, "conv2d"));
+
+  parallel_for(plan.items, plan.threads, [&](index_t item, int thread) {
+    const index_t unit = item / plan.chunks, chunk = item % plan.chunks;
+    const index_t n = unit / g.groups, group = unit % g.groups;
+    const index_t q0 = chunk * plan.chunk_columns, q1 = std::min(pad.columns, q0 + plan.chunk_columns);
+    float* tile = staging.get() + thread * plan.staging_floats;
+    gemm.multiply_implicit(cout_g, q1 - q0, patch, packed_weights.get() + group * plan.padded_m * patch,
+                           inputs.get() + unit * pad.floats + q0, offsets.data(), tile, plan.chunk_columns);
+    store_pixels(g, pad, tile, plan.chunk_columns, q0, q1, cout_g, b == nullptr ? nullptr : b + group * cout_g,
+                 y + (n * g.out_channels + group * cout_g) * g.out_plane());
+  });
+}
+
+bool implicit_backward_input_applies(const ConvGeometry& g) {
+  // Its GEMM has one row per input channel: with fewer than a micro-tile of them (LeNet's first layer has one)
+  // most of each tile would be padding, and the explicit path, whose rows are channels x kernel taps, is faster.
+  return g.stride_h == 1 && g.stride_w == 1 && g.in_channels_per_group() >= gemm_kernel().mr &&
+         paddings_fit_kernel(g) && implicit_conv_applies(transposed_geometry(g));
+}
+
+index_t implicit_backward_input_workspace_bytes(const ConvGeometry& g, int threads) {
+  const index_t flipped = checked_mul(checked_mul(g.out_channels, g.patch_size(), "conv2d"), 4, "conv2d");
+  return checked_add(implicit_forward_workspace_bytes(transposed_geometry(g), threads), flipped, "conv2d");
+}
+
+bool implicit_backward_input(const ConvGeometry& g, int threads, const float* dy, const float* w, float* dx) {
+  // dx[c][h][w] = sum over (o, ki, kj) of dy[o][h + pad_top - ki*d][w + pad_left - kj*d] * w[o][c][ki][kj]: a
+  // stride-1 convolution of dy, padded by (kernel reach - padding), with each group's weights transposed to
+  // [c][o] and flipped in both spatial directions.
+  const ConvGeometry t = transposed_geometry(g);
+  const index_t cin_g = g.in_channels_per_group(), cout_g = g.out_channels_per_group();
+  const index_t kh = g.kernel_height, kw = g.kernel_width, area = g.kernel_area();
+  // The padding of dy multiplies weights by zero: 0 * inf is NaN where the gradient (which has no such term) is
+  // infinite. Leave non-finite weights to the explicit path, which forms only the real products.
+  const index_t weight_floats = g.out_channels * g.patch_size();
+  float probe = 0.0f;
+  for (index_t e = 0; e < weight_floats; ++e) probe += w[e] * 0.0f;
+  if (probe != 0.0f) return false;
+  FloatBuffer flipped = allocate_floats(weight_floats);
+  for (index_t group = 0; group < g.groups; ++group)
+    for (index_t c = 0; c < cin_g; ++c)
+      for (index_t o = 0; o < cout_g; ++o)
+        for (index_t ki = 0; ki < kh; ++ki)
+          for (index_t kj = 0; kj < kw; ++kj)
+            flipped[(((group * cin_g + c) * cout_g + o) * kh + ki) * kw + kj] =
+                w[(((group * cout_g + o) * cin_g + c) * area) + (kh - 1 - ki) * kw + (kw - 1 - kj)];
+  implicit_forward(t, threads, dy, flipped.get(), nullptr, dx);
+  return true;
+}
+
+index_t implicit_backward_weight_workspace_bytes(const ConvGeometry& g, int threads) {
+  const WeightPlan plan = plan_weight(g, threads);
+  index_t floats = checked_add(plan.input_floats, plan.output_floats, "conv2d");
+  floats = checked_add(floats, plan.partial_floats, "conv2d");
+  floats = checked_add(floats, checked_mul(g.patch_size(), 2, "conv2d"), "conv2d");
+  return checked_mul(floats, static_cast<index_t>(sizeof(float)), "conv2d");
+}
+
+bool implicit_backward_weight(const ConvGeometry& g, int threads, const float* dy, const float* x, float* dw) {
+  // dw[o][k] = sum over samples and pixels q of dy[o][q] * padded_x[offset(k) + q], with dy laid out on the padded
+  // width (Wp) so that both operands are contiguous along q; its wrapped columns are zero, so they add nothing.
+  const GemmKernel& gemm = gemm_kernel();
+  const WeightPlan plan = plan_weight(g, threads);
+  const PaddedInput& pad = plan.pad;
+  const index_t patch = g.patch_size(), cin_g = g.in_channels_per_group(), cout_g = g.out_channels_per_group();
+  const index_t length = plan.row_length, plane = g.out_plane();
+
+  FloatBuffer inputs = allocate_floats(plan.input_floats);
+  std::vector<char> finite(static_cast<std::size_t>(plan.units));
+  parallel_for(plan.units, threads, [&](index_t unit, int) {
+    const index_t n = unit / g.groups, group = unit % g.groups;
+    finite[unit] = pad_unit(g, pad, x + (n * g.in_channels + group * cin_g) * g.in_plane(), inputs.get() + unit * pad.floats);
+  });
+  // The wrapped columns multiply real inputs by zero: exact for finite inputs, but 0 * inf is NaN where PyTorch
+  // (which never forms those products) gives a number. Leave non-finite inputs to the explicit path.
+  if (std::find(finite.begin(), finite.end(), 0) != finite.end()) return false;
+
+  FloatBuffer outputs = allocate_floats(plan.output_floats);
+  parallel_for(checked_mul(g.batch, g.out_channels, "conv2d"), threads, [&](index_t row, int) {
+    const float* src = dy + row * plane;
+    float* dst = outputs.get() + row * length;
+    std::fill(dst, dst + length, 0.0f);
+    for (index_t oh = 0; oh < g.out_height; ++oh)
+      std::memcpy(dst + oh * pad.width, src + oh * g.out_width, static_cast<std::size_t>(g.out_width) * sizeof(float));
+  });
+  std::vector<index_t> offsets(static_cast<std::size_t>(patch));
+  for (index_t k = 0; k < patch; ++k) {
+    const index_t c = k / g.kernel_area(), ki = (k % g.kernel_area()) / g.kernel_width, kj = k % g.kernel_width;
+    offsets[k] = (c * pad.height + ki * g.dilation_h) * pad.width + kj * g.dilation_w;
+  }
+  FloatBuffer partials = allocate_floats(plan.partial_floats);
+  const index_t weight_floats = g.out_channels * patch;
+
+  parallel_for(plan.items, plan.threads, [&](index_t item, int) {
+    const index_t row_chunk = item % plan.row_chunks, chunk_group = item / plan.row_chunks;
+    const index_t group = chunk_group % g.groups, chunk = chunk_group / g.groups;
+    auto tap = [&](index_t chunk) {
+      return std::min(patch, ceil_div(patch, kTapAlignment) * chunk / plan.row_chunks * kTapAlignment);
+    };
+    const index_t r0 = tap(row_chunk), r1 = tap(row_chunk + 1);
+    if (r0 == r1) return;
+    const index_t n0 = g.batch * chunk / plan.sample_chunks, n1 = g.batch * (chunk + 1) / plan.sample_chunks;
+    float* target = (plan.sample_chunks > 1 ? partials.get() + chunk * weight_floats : dw) + group * cout_g * patch + r0;
+    const float* a[kMaxImplicitSegments];
+    const float* b[kMaxImplicitSegments];
+    for (index_t first = n0; first < n1; first += kMaxImplicitSegments) {
+      const index_t count = std::min(kMaxImplicitSegments, n1 - first);
+      for (index_t s = 0; s < count; ++s) {
+        const index_t n = first + s;
+        a[s] = outputs.get() + (n * g.out_channels + group * cout_g) * length;
+        b[s] = inputs.get() + (n * g.groups + group) * pad.floats;
+      }
+      gemm.multiply_abt_implicit(cout_g, r1 - r0, count, length, a, length, b, offsets.data() + r0, target, patch,
+                                 first > n0);
+    }
+  });
+
+  if (plan.sample_chunks > 1) {
+    constexpr index_t kSpan = 4096;
+    parallel_for(ceil_div(weight_floats, kSpan), threads, [&](index_t item, int) {
+      const index_t e0 = item * kSpan, e1 = std::min(weight_floats, e0 + kSpan);
+      std::copy(partials.get() + e0, partials.get() + e1, dw + e0);
+      for (index_t s = 1; s < plan.sample_chunks; ++s) {
+        const float* part = partials.get() + s * weight_floats;
+        for (index_t e = e0; e < e1; ++e) dw[e] += part[e];
+      }
+    });
+  }
+  return true;
+}
+
+}  // namespace fastcnn
