@@ -129,7 +129,10 @@ def _assert_matches_single_process(samples, reports, initial, final, ranks):
     expected, history = _single_process_reference(initial, samples, ranks)
     assert set(final) == set(expected)
     for key in expected:
-        # Not bitwise: each rank sums its own half of the batch, then the Allreduce adds the halves.
+        # Not bitwise: each rank sums its own part of the batch, then the Allreduce adds the parts (measured: a few
+        # float32 ulps, 2e-7 to 7e-7 of each tensor's norm after 20 steps).
+        difference = np.linalg.norm(final[key] - expected[key]) / np.linalg.norm(expected[key])
+        assert difference <= 1e-5, (key, difference)
         np.testing.assert_allclose(final[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=key)
     assert not np.allclose(final["0.weight"], initial["0.weight"], rtol=1e-3), "training changed nothing"
     np.testing.assert_allclose(reports[0]["history"]["loss"], history["loss"], rtol=1e-5)
