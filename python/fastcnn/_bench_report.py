@@ -224,7 +224,8 @@ def library_lines(report: dict) -> list[str]:
             "", "## Training throughput", "",
             f"- one epoch of synthetic images (standard normal, uniform labels over 10 classes), batch "
             f"{first['batch_size']}, {first['optimizer']}, {first['loss']}; the same initial weights in both "
-            f"libraries; images/s of the median of {first['timed_epochs']} timed epoch(s), after 5 warm-up batches",
+            f"libraries; images/s of the median of {first['timed_epochs']} timed epoch(s), after "
+            f"{first['warm_up_batches']} warm-up batches",
             "- fastcnn: `fastcnn.fit(..., epochs=1, progress=False)`; PyTorch: model.train(), then per batch "
             "zero_grad, forward, CrossEntropyLoss, backward, SGD step, loss.item(), over tensors shuffled each epoch",
             "- check: both models' logits on one batch agree before timing (a WRONG row shows no ratio)",

@@ -176,6 +176,7 @@ def measure_training(workload: Workload, threads: int, images_count: int, epochs
     images, labels = synthetic_data(workload.image_shape, images_count, seed)
     row = {"model": workload.name, "description": workload.description, "threads": threads,
            "images": images_count, "batch_size": BATCH_SIZE, "timed_epochs": epochs,
+           "warm_up_batches": WARM_UP_BATCHES,
            "optimizer": f"SGD lr={LEARNING_RATE:g} momentum={MOMENTUM:g}", "loss": "cross-entropy",
            "epoch_seconds": {}, "images_per_second": {}, "final_loss": {}}
     trainers = {"fastcnn": (fastcnn_trainer(model, seed), images, labels)}
