@@ -119,6 +119,9 @@ POOL_CASES = [
     (2, 2, 5, 5, 4, 3, 2, True, False),        # padding exactly half the kernel
     (1, 3, 6, 6, 1, 1, 0, False, True),        # 1x1 window is the identity
     (2, 3, 13, 11, 3, 1, 1, True, True),       # stride 1
+    (2, 2, 16, 24, 2, 2, 0, False, True),      # 2x2 fast paths: whole vectors of windows
+    (2, 3, 17, 21, 2, None, 0, False, True),   # ...with a vector tail and an uncovered last row and column
+    (2, 3, 17, 21, 2, None, 0, True, False),   # ...and overhanging ceil_mode windows left to the general loop
 ]
 
 
