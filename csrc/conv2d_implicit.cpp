@@ -14,6 +14,7 @@
 #include "conv2d_implicit.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -52,7 +53,10 @@ struct ImplicitPlan {
   index_t items;
   index_t padded_m;       // output channels per group, rounded up to MR (rows of the packed weights)
   int threads;
-  index_t input_floats, weight_floats, staging_floats;  // padded inputs, packed weights, per-thread output tile
+  // With one chunk per unit, each item pads its unit into its thread's buffer (the workspace stays small
+  // whatever the batch, and the copy is still in cache when read); with several, the few units are padded once.
+  bool pad_per_item;
+  index_t shared_input_floats, weight_floats, per_thread_floats;  // per thread: output tile (+ padded unit)
 };
 
 ImplicitPlan plan_implicit(const ConvGeometry& g, int threads) {
@@ -69,38 +73,60 @@ ImplicitPlan plan_implicit(const ConvGeometry& g, int threads) {
   plan.items = checked_mul(plan.units, plan.chunks, "conv2d");
   plan.threads = static_cast<int>(std::min<index_t>(threads, plan.items));
   plan.padded_m = ceil_div(cout_g, gemm.mr) * gemm.mr;
-  plan.input_floats = checked_mul(plan.units, plan.pad.floats, "conv2d");
+  plan.pad_per_item = plan.chunks == 1;
+  plan.shared_input_floats = plan.pad_per_item ? 0 : checked_mul(plan.units, plan.pad.floats, "conv2d");
   plan.weight_floats = checked_mul(g.groups, checked_mul(plan.padded_m, g.patch_size(), "conv2d"), "conv2d");
-  plan.staging_floats = checked_mul(cout_g, plan.chunk_columns, "conv2d");
+  plan.per_thread_floats = checked_add(checked_mul(cout_g, plan.chunk_columns, "conv2d"),
+                                       plan.pad_per_item ? plan.pad.floats : 0, "conv2d");
   return plan;
 }
 
 index_t plan_bytes(const ImplicitPlan& plan, index_t patch) {
-  index_t floats = checked_add(plan.input_floats, plan.weight_floats, "conv2d");
-  floats = checked_add(floats, checked_mul(plan.threads, plan.staging_floats, "conv2d"), "conv2d");
+  index_t floats = checked_add(plan.shared_input_floats, plan.weight_floats, "conv2d");
+  floats = checked_add(floats, checked_mul(plan.threads, plan.per_thread_floats, "conv2d"), "conv2d");
   floats = checked_add(floats, checked_mul(patch, 2, "conv2d"), "conv2d");  // the offsets (64-bit)
   return checked_mul(floats, static_cast<index_t>(sizeof(float)), "conv2d");
 }
 
+// Whether every value is finite (an exponent of all ones is an infinity or NaN); integer arithmetic, so the loop
+// vectorises.
+bool all_finite(const float* values, index_t count) {
+  std::uint32_t special = 0;
+  for (index_t i = 0; i < count; ++i) {
+    std::uint32_t bits;
+    std::memcpy(&bits, values + i, sizeof(bits));
+    special |= (bits & 0x7f800000u) == 0x7f800000u;
+  }
+  return special == 0;
+}
+
 // The planes of one (sample, group) into its zero-padded copy (and the slack after it zeroed). Returns whether
-// every value copied is finite (x * 0 is 0 for finite x, NaN for NaN and infinities).
-bool pad_unit(const ConvGeometry& g, const PaddedInput& pad, const float* src, float* dst) {
+// every value copied is finite when asked to check.
+bool pad_unit(const ConvGeometry& g, const PaddedInput& pad, const float* src, float* dst, bool check_finite) {
   const index_t cin_g = g.in_channels_per_group();
   std::fill(dst, dst + pad.floats, 0.0f);
-  float probe = 0.0f;
+  bool finite = true;
   for (index_t c = 0; c < cin_g; ++c) {
     const float* plane = src + c * g.in_plane();
     float* out = dst + c * pad.height * pad.width + g.pad_top * pad.width + g.pad_left;
-    for (index_t h = 0; h < g.in_height; ++h) {
-      const float* row = plane + h * g.in_width;
-      float* copy = out + h * pad.width;
-      for (index_t w = 0; w < g.in_width; ++w) {
-        copy[w] = row[w];
-        probe += row[w] * 0.0f;
-      }
-    }
+    for (index_t h = 0; h < g.in_height; ++h)
+      std::memcpy(out + h * pad.width, plane + h * g.in_width, static_cast<std::size_t>(g.in_width) * sizeof(float));
+    if (check_finite) finite = finite && all_finite(plane, g.in_plane());
   }
-  return probe == 0.0f;
+  return finite;
+}
+
+// One (sample, group)'s grad_output channels laid out on the padded width: row o holds dy[o][oh][ow] at
+// oh * Wp + ow, zeros in the wrapped columns and up to `length`.
+void spread_rows(const ConvGeometry& g, const PaddedInput& pad, const float* dy_planes, index_t channels,
+                 index_t length, float* dst) {
+  for (index_t o = 0; o < channels; ++o) {
+    const float* src = dy_planes + o * g.out_plane();
+    float* row = dst + o * length;
+    std::fill(row, row + length, 0.0f);
+    for (index_t oh = 0; oh < g.out_height; ++oh)
+      std::memcpy(row + oh * pad.width, src + oh * g.out_width, static_cast<std::size_t>(g.out_width) * sizeof(float));
+  }
 }
 
 // Rows [0, M) of a row-major M x K matrix into the whole-K packed layout: panel i0 at i0 * K holds [k][MR].
@@ -118,19 +144,20 @@ void pack_whole(index_t M, index_t K, const float* src, index_t mr, float* packe
 // Columns [q0, q1) of a unit's output tile (row stride ld), keeping those that are real pixels, into y.
 void store_pixels(const ConvGeometry& g, const PaddedInput& pad, const float* tile, index_t ld, index_t q0,
                   index_t q1, index_t rows, const float* bias, float* y_planes) {
+  // Channel by channel, so that both the tile and y are read and written as streams: going row by row across
+  // the channels instead touched planes a multiple of 4 KiB apart, which share L1 sets (measured 40% of a layer).
   const index_t plane = g.out_plane();
-  for (index_t oh = q0 / pad.width; oh * pad.width < q1; ++oh) {
-    const index_t begin = std::max(q0, oh * pad.width), end = std::min(q1, oh * pad.width + g.out_width);
-    if (begin >= end) continue;
-    const index_t ow = begin - oh * pad.width, count = end - begin;
-    for (index_t r = 0; r < rows; ++r) {
+  for (index_t r = 0; r < rows; ++r) {
+    const float b = bias != nullptr ? bias[r] : 0.0f;
+    for (index_t oh = q0 / pad.width; oh * pad.width < q1; ++oh) {
+      const index_t begin = std::max(q0, oh * pad.width), end = std::min(q1, oh * pad.width + g.out_width);
+      if (begin >= end) continue;
       const float* src = tile + r * ld + (begin - q0);
-      float* dst = y_planes + r * plane + oh * g.out_width + ow;
+      float* dst = y_planes + r * plane + oh * g.out_width + (begin - oh * pad.width);
       if (bias != nullptr) {
-        const float b = bias[r];
-        for (index_t t = 0; t < count; ++t) dst[t] = src[t] + b;
+        for (index_t t = 0; t < end - begin; ++t) dst[t] = src[t] + b;
       } else {
-        for (index_t t = 0; t < count; ++t) dst[t] = src[t];
+        for (index_t t = 0; t < end - begin; ++t) dst[t] = src[t];
       }
     }
   }
@@ -162,20 +189,21 @@ constexpr index_t kWeightSampleChunks = 16;  // at most this many partial weight
 constexpr index_t kWeightSumFloats = 1024;   // products per horizontal sum: amortises it, keeps A in L1
 constexpr index_t kTapAlignment = 4;         // taps split between threads in multiples of the micro-tile
 constexpr index_t kItemsPerThread = 3;       // enough items to balance uneven ones
+constexpr index_t kWeightBlockFloats = 65536;  // laid-out samples per thread (256 KiB), beyond what long sums need
 
 struct WeightPlan {
   PaddedInput pad;
-  index_t units, row_length;           // (sample, group) pairs; grad_output row length: H_out * Wp rounded to VL
+  index_t row_length;  // grad_output rows on the padded width: H_out * Wp rounded up to a vector
   index_t sample_chunks, row_chunks, items;
+  index_t block_samples;  // samples an item lays out at a time (its thread's buffer holds that many)
   int threads;
-  index_t input_floats, output_floats, partial_floats;
+  index_t per_thread_floats, partial_floats;
 };
 
 WeightPlan plan_weight(const ConvGeometry& g, int threads) {
   const GemmKernel& gemm = gemm_kernel();
   WeightPlan plan{};
   plan.pad = padded_input(g, gemm.nr);
-  plan.units = checked_mul(g.batch, g.groups, "conv2d");
   plan.row_length = ceil_div(checked_mul(g.out_height, plan.pad.width, "conv2d"), gemm.vector_floats) * gemm.vector_floats;
   // The batch is summed in chunks fixed by the geometry alone, partials added in chunk order. A chunk holds
   // enough samples for long sums (each tile ends with a horizontal sum per element), and there are at most
@@ -187,8 +215,13 @@ WeightPlan plan_weight(const ConvGeometry& g, int threads) {
   plan.row_chunks = std::min(ceil_div(g.patch_size(), kTapAlignment), ceil_div(kItemsPerThread * threads, chunk_groups));
   plan.items = chunk_groups * plan.row_chunks;
   plan.threads = static_cast<int>(std::min<index_t>(threads, plan.items));
-  plan.input_floats = checked_mul(plan.units, plan.pad.floats, "conv2d");
-  plan.output_floats = checked_mul(checked_mul(g.batch, g.out_channels, "conv2d"), plan.row_length, "conv2d");
+  // Each item lays out its samples' padded inputs and grad_output rows in its thread's buffer, a block of at most
+  // kMaxImplicitSegments samples at a time: the workspace does not grow with the batch.
+  const index_t per_sample = checked_add(plan.pad.floats, checked_mul(g.out_channels_per_group(), plan.row_length, "conv2d"),
+                                         "conv2d");
+  const index_t wanted = std::max(ceil_div(kWeightSumFloats, plan.row_length), kWeightBlockFloats / per_sample);
+  plan.block_samples = std::clamp<index_t>(wanted, 1, std::min(kMaxImplicitSegments, ceil_div(g.batch, plan.sample_chunks)));
+  plan.per_thread_floats = checked_mul(plan.block_samples, per_sample, "conv2d");
   const index_t weight_floats = checked_mul(g.out_channels, g.patch_size(), "conv2d");
   plan.partial_floats = plan.sample_chunks > 1 ? checked_mul(plan.sample_chunks, weight_floats, "conv2d") : 0;
   return plan;
@@ -220,20 +253,31 @@ void implicit_forward(const ConvGeometry& g, int threads, const float* x, const 
   FloatBuffer packed_weights = allocate_floats(plan.weight_floats);
   for (index_t group = 0; group < g.groups; ++group)
     pack_whole(cout_g, patch, w + group * cout_g * patch, gemm.mr, packed_weights.get() + group * plan.padded_m * patch);
-  FloatBuffer inputs = allocate_floats(plan.input_floats);
-  parallel_for(plan.units, threads, [&](index_t unit, int) {
+  auto unit_input = [&](index_t unit) {
     const index_t n = unit / g.groups, group = unit % g.groups;
-    (void)pad_unit(g, pad, x + (n * g.in_channels + group * cin_g) * g.in_plane(), inputs.get() + unit * pad.floats);
-  });
-  FloatBuffer staging = allocate_floats(checked_mul(plan.threads, plan.staging_floats, "conv2d"));
+    return x + (n * g.in_channels + group * cin_g) * g.in_plane();
+  };
+  FloatBuffer shared_inputs = allocate_floats(plan.shared_input_floats);
+  if (!plan.pad_per_item) {
+    parallel_for(plan.units, threads, [&](index_t unit, int) {
+      (void)pad_unit(g, pad, unit_input(unit), shared_inputs.get() + unit * pad.floats, false);
+    });
+  }
+  FloatBuffer workspace = allocate_floats(checked_mul(plan.threads, plan.per_thread_floats, "conv2d"));
 
   parallel_for(plan.items, plan.threads, [&](index_t item, int thread) {
     const index_t unit = item / plan.chunks, chunk = item % plan.chunks;
     const index_t n = unit / g.groups, group = unit % g.groups;
     const index_t q0 = chunk * plan.chunk_columns, q1 = std::min(pad.columns, q0 + plan.chunk_columns);
-    float* tile = staging.get() + thread * plan.staging_floats;
-    gemm.multiply_implicit(cout_g, q1 - q0, patch, packed_weights.get() + group * plan.padded_m * patch,
-                           inputs.get() + unit * pad.floats + q0, offsets.data(), tile, plan.chunk_columns);
+    float* tile = workspace.get() + thread * plan.per_thread_floats;
+    const float* padded = shared_inputs.get() + unit * pad.floats;
+    if (plan.pad_per_item) {
+      float* own = tile + cout_g * plan.chunk_columns;
+      (void)pad_unit(g, pad, unit_input(unit), own, false);
+      padded = own;
+    }
+    gemm.multiply_implicit(cout_g, q1 - q0, patch, packed_weights.get() + group * plan.padded_m * patch, padded + q0,
+                           offsets.data(), tile, plan.chunk_columns);
     store_pixels(g, pad, tile, plan.chunk_columns, q0, q1, cout_g, b == nullptr ? nullptr : b + group * cout_g,
                  y + (n * g.out_channels + group * cout_g) * g.out_plane());
   });
@@ -261,9 +305,7 @@ bool implicit_backward_input(const ConvGeometry& g, int threads, const float* dy
   // The padding of dy multiplies weights by zero: 0 * inf is NaN where the gradient (which has no such term) is
   // infinite. Leave non-finite weights to the explicit path, which forms only the real products.
   const index_t weight_floats = g.out_channels * g.patch_size();
-  float probe = 0.0f;
-  for (index_t e = 0; e < weight_floats; ++e) probe += w[e] * 0.0f;
-  if (probe != 0.0f) return false;
+  if (!all_finite(w, weight_floats)) return false;
   FloatBuffer flipped = allocate_floats(weight_floats);
   for (index_t group = 0; group < g.groups; ++group)
     for (index_t c = 0; c < cin_g; ++c)
@@ -278,8 +320,7 @@ bool implicit_backward_input(const ConvGeometry& g, int threads, const float* dy
 
 index_t implicit_backward_weight_workspace_bytes(const ConvGeometry& g, int threads) {
   const WeightPlan plan = plan_weight(g, threads);
-  index_t floats = checked_add(plan.input_floats, plan.output_floats, "conv2d");
-  floats = checked_add(floats, plan.partial_floats, "conv2d");
+  index_t floats = checked_add(checked_mul(plan.threads, plan.per_thread_floats, "conv2d"), plan.partial_floats, "conv2d");
   floats = checked_add(floats, checked_mul(g.patch_size(), 2, "conv2d"), "conv2d");
   return checked_mul(floats, static_cast<index_t>(sizeof(float)), "conv2d");
 }
@@ -291,57 +332,49 @@ bool implicit_backward_weight(const ConvGeometry& g, int threads, const float* d
   const WeightPlan plan = plan_weight(g, threads);
   const PaddedInput& pad = plan.pad;
   const index_t patch = g.patch_size(), cin_g = g.in_channels_per_group(), cout_g = g.out_channels_per_group();
-  const index_t length = plan.row_length, plane = g.out_plane();
-
-  FloatBuffer inputs = allocate_floats(plan.input_floats);
-  std::vector<char> finite(static_cast<std::size_t>(plan.units));
-  parallel_for(plan.units, threads, [&](index_t unit, int) {
-    const index_t n = unit / g.groups, group = unit % g.groups;
-    finite[unit] = pad_unit(g, pad, x + (n * g.in_channels + group * cin_g) * g.in_plane(), inputs.get() + unit * pad.floats);
-  });
-  // The wrapped columns multiply real inputs by zero: exact for finite inputs, but 0 * inf is NaN where PyTorch
-  // (which never forms those products) gives a number. Leave non-finite inputs to the explicit path.
-  if (std::find(finite.begin(), finite.end(), 0) != finite.end()) return false;
-
-  FloatBuffer outputs = allocate_floats(plan.output_floats);
-  parallel_for(checked_mul(g.batch, g.out_channels, "conv2d"), threads, [&](index_t row, int) {
-    const float* src = dy + row * plane;
-    float* dst = outputs.get() + row * length;
-    std::fill(dst, dst + length, 0.0f);
-    for (index_t oh = 0; oh < g.out_height; ++oh)
-      std::memcpy(dst + oh * pad.width, src + oh * g.out_width, static_cast<std::size_t>(g.out_width) * sizeof(float));
-  });
+  const index_t length = plan.row_length;
   std::vector<index_t> offsets(static_cast<std::size_t>(patch));
   for (index_t k = 0; k < patch; ++k) {
     const index_t c = k / g.kernel_area(), ki = (k % g.kernel_area()) / g.kernel_width, kj = k % g.kernel_width;
     offsets[k] = (c * pad.height + ki * g.dilation_h) * pad.width + kj * g.dilation_w;
   }
+  FloatBuffer workspace = allocate_floats(checked_mul(plan.threads, plan.per_thread_floats, "conv2d"));
   FloatBuffer partials = allocate_floats(plan.partial_floats);
   const index_t weight_floats = g.out_channels * patch;
+  std::vector<char> finite(static_cast<std::size_t>(plan.items), 1);
 
-  parallel_for(plan.items, plan.threads, [&](index_t item, int) {
+  parallel_for(plan.items, plan.threads, [&](index_t item, int thread) {
     const index_t row_chunk = item % plan.row_chunks, chunk_group = item / plan.row_chunks;
     const index_t group = chunk_group % g.groups, chunk = chunk_group / g.groups;
-    auto tap = [&](index_t chunk) {
-      return std::min(patch, ceil_div(patch, kTapAlignment) * chunk / plan.row_chunks * kTapAlignment);
+    auto tap = [&](index_t part) {
+      return std::min(patch, ceil_div(patch, kTapAlignment) * part / plan.row_chunks * kTapAlignment);
     };
     const index_t r0 = tap(row_chunk), r1 = tap(row_chunk + 1);
     if (r0 == r1) return;
     const index_t n0 = g.batch * chunk / plan.sample_chunks, n1 = g.batch * (chunk + 1) / plan.sample_chunks;
     float* target = (plan.sample_chunks > 1 ? partials.get() + chunk * weight_floats : dw) + group * cout_g * patch + r0;
+    float* inputs = workspace.get() + thread * plan.per_thread_floats;
+    float* rows = inputs + plan.block_samples * pad.floats;
     const float* a[kMaxImplicitSegments];
     const float* b[kMaxImplicitSegments];
-    for (index_t first = n0; first < n1; first += kMaxImplicitSegments) {
-      const index_t count = std::min(kMaxImplicitSegments, n1 - first);
+    for (index_t first = n0; first < n1; first += plan.block_samples) {
+      const index_t count = std::min(plan.block_samples, n1 - first);
       for (index_t s = 0; s < count; ++s) {
         const index_t n = first + s;
-        a[s] = outputs.get() + (n * g.out_channels + group * cout_g) * length;
-        b[s] = inputs.get() + (n * g.groups + group) * pad.floats;
+        float* padded = inputs + s * pad.floats;
+        float* spread = rows + s * cout_g * length;
+        if (!pad_unit(g, pad, x + (n * g.in_channels + group * cin_g) * g.in_plane(), padded, true)) finite[item] = 0;
+        spread_rows(g, pad, dy + (n * g.out_channels + group * cout_g) * g.out_plane(), cout_g, length, spread);
+        a[s] = spread;
+        b[s] = padded;
       }
       gemm.multiply_abt_implicit(cout_g, r1 - r0, count, length, a, length, b, offsets.data() + r0, target, patch,
                                  first > n0);
     }
   });
+  // The wrapped columns multiply real inputs by zero: exact for finite inputs, but 0 * inf is NaN where PyTorch
+  // (which never forms those products) gives a number. Non-finite inputs are redone by the explicit path.
+  if (std::find(finite.begin(), finite.end(), 0) != finite.end()) return false;
 
   if (plan.sample_chunks > 1) {
     constexpr index_t kSpan = 4096;

@@ -17,8 +17,8 @@ bool implicit_backward_input_applies(const ConvGeometry& g);
 index_t implicit_backward_input_workspace_bytes(const ConvGeometry& g, int threads);
 bool implicit_backward_input(const ConvGeometry& g, int threads, const float* dy, const float* w, float* dx);
 
-// The weight gradient applies where the forward does. Returns false, having written nothing, when x holds NaN or
-// infinities (the explicit path then runs: see the .cpp).
+// The weight gradient applies where the forward does. Returns false when x holds NaN or infinities, with dw
+// not yet valid: the explicit path must then run (see the .cpp).
 index_t implicit_backward_weight_workspace_bytes(const ConvGeometry& g, int threads);
 bool implicit_backward_weight(const ConvGeometry& g, int threads, const float* dy, const float* x, float* dw);
 

@@ -319,9 +319,6 @@ def test_converting_a_broadcast_input_counts_against_the_memory_limit_before_all
     assert traced["peak"] < 2**20
 
 
-@pytest.mark.xfail(strict=True, reason="since 4f1e4db (stride-1 convolutions as implicit GEMM) the weight gradient "
-                                      "reserves the zero-padded copy of the whole batch (156 MB here) "
-                                      "(csrc/conv2d.cpp / conv2d_implicit.cpp, not this file's)")
 def test_the_weight_gradient_of_a_huge_batch_needs_only_a_small_fixed_workspace():
     """The weight gradient sums over the batch block by block: 1 MiB is enough for 4096 images."""
     n = 4096
@@ -335,9 +332,6 @@ def test_the_weight_gradient_of_a_huge_batch_needs_only_a_small_fixed_workspace(
         F.conv2d(x, w, padding=1)
 
 
-@pytest.mark.xfail(strict=True, reason="since 4f1e4db (stride-1 convolutions as implicit GEMM) the forward pass "
-                                      "zero-pads the whole batch's input in one workspace (44 MB here) instead of a "
-                                      "block of samples at a time (csrc/conv2d_implicit.cpp, not this file's)")
 def test_a_huge_batch_is_convolved_in_blocks_whose_workspace_does_not_grow_with_the_batch():
     """A limit barely above the output's own size must be enough for 4096 images."""
     n = 4096
