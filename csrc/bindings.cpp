@@ -34,6 +34,26 @@ using IndexArray = py::array_t<std::int64_t, py::array::c_style>;
 using Pair = std::pair<index_t, index_t>;
 
 bool g_debug_nan_fill = false;  // tests turn this on so that an element a kernel forgot to write shows as NaN
+bool g_debug_all_threads = false;  // tests turn this on so that even tiny calls run on every thread
+
+// Threads worth waking for `work` units (multiply-adds, or elements for memory-bound ops) when each should get at
+// least `grain` of them: a small call (batch-1 inference) runs on the caller's thread, where waking the team
+// would cost more than the work. Results do not depend on the thread count, so this changes only the speed.
+int threads_for(index_t work, index_t grain) {
+  const int threads = fastcnn::num_threads();
+  if (g_debug_all_threads) return threads;
+  return static_cast<int>(std::clamp<index_t>(work / grain, 1, threads));
+}
+constexpr index_t kFlopGrain = 1 << 20;       // multiply-adds: about 10 microseconds of one core
+constexpr index_t kElementGrain = 1 << 16;    // elements of memory-bound ops (pooling, activations, BatchNorm)
+
+// Multiply-adds of one convolution pass (the forward and each gradient do as many), saturating instead of
+// overflowing: only compared with a grain.
+index_t conv_multiply_adds(const fastcnn::ConvGeometry& g) {
+  const double count = static_cast<double>(g.batch) * static_cast<double>(g.out_channels) *
+                       static_cast<double>(g.out_plane()) * static_cast<double>(g.patch_size());
+  return count > 4e18 ? static_cast<index_t>(4e18) : static_cast<index_t>(count);
+}
 
 std::string shape_of(const py::array& a) {
   std::string s = "(";
@@ -94,7 +114,7 @@ FloatArray conv2d_forward(const FloatArray& x, const FloatArray& w, std::optiona
   if (bias && (bias->ndim() != 1 || bias->shape(0) != g.out_channels))
     throw std::invalid_argument("conv2d: expected bias of shape (" + std::to_string(g.out_channels) + ",); got " +
                                 shape_of(*bias));
-  const int threads = fastcnn::num_threads();
+  const int threads = threads_for(conv_multiply_adds(g), kFlopGrain);
   fastcnn::check_memory("conv2d", fastcnn::checked_add(float_bytes(g.batch, g.out_channels, g.out_height, g.out_width),
                                                        fastcnn::conv2d_forward_workspace_bytes(g, threads), "conv2d"));
   FloatArray y = new_output({g.batch, g.out_channels, g.out_height, g.out_width});
@@ -119,7 +139,7 @@ py::tuple conv2d_backward(const FloatArray& dy, const FloatArray& x, const Float
     throw std::invalid_argument("conv2d_backward: expected grad_output of shape (" + std::to_string(g.batch) + ", " +
                                 std::to_string(g.out_channels) + ", " + std::to_string(g.out_height) + ", " +
                                 std::to_string(g.out_width) + "); got " + shape_of(dy));
-  const int threads = fastcnn::num_threads();
+  const int threads = threads_for(conv_multiply_adds(g), kFlopGrain);
   using fastcnn::checked_add;
   index_t bytes = 0;
   if (need_input)
@@ -194,7 +214,7 @@ py::tuple max_pool2d_forward(const FloatArray& x, Pair kernel, Pair stride, Pair
   }
   const float* xp = x.data();
   float* yp = y.mutable_data();
-  const int threads = fastcnn::num_threads();
+  const int threads = threads_for(static_cast<index_t>(x.size()), kElementGrain);
   {
     py::gil_scoped_release release;
     fastcnn::max_pool2d_forward(g, threads, xp, yp, ip);
@@ -213,7 +233,7 @@ FloatArray max_pool2d_backward(const FloatArray& dy, const IndexArray& indices, 
   const index_t in_plane = fastcnn::checked_mul(height, width, "max_pool2d_backward");
   const index_t out_plane = dy.shape(2) * dy.shape(3);
   fastcnn::check_memory("max_pool2d_backward", float_bytes(n, c, height, width));
-  const int threads = fastcnn::num_threads();
+  const int threads = threads_for(fastcnn::checked_mul(planes, in_plane, "max_pool2d_backward"), kElementGrain);
   const std::int64_t* ip = indices.data();
   index_t bad;
   {
@@ -242,7 +262,7 @@ FloatArray avg_pool2d_forward(const FloatArray& x, Pair kernel, Pair stride, Pai
   FloatArray y = new_output({n, c, g.out_height, g.out_width});
   const float* xp = x.data();
   float* yp = y.mutable_data();
-  const int threads = fastcnn::num_threads();
+  const int threads = threads_for(static_cast<index_t>(x.size()), kElementGrain);
   {
     py::gil_scoped_release release;
     fastcnn::avg_pool2d_forward(g, count_include_pad, threads, xp, yp);
@@ -274,7 +294,7 @@ FloatArray avg_pool2d_backward(const FloatArray& dy, index_t height, index_t wid
   FloatArray dx = new_output({n, c, height, width});
   const float* dyp = dy.data();
   float* dxp = dx.mutable_data();
-  const int threads = fastcnn::num_threads();
+  const int threads = threads_for(static_cast<index_t>(dx.size()), kElementGrain);
   {
     py::gil_scoped_release release;
     fastcnn::avg_pool2d_backward(g, count_include_pad, threads, dyp, dxp);
@@ -296,7 +316,7 @@ FloatArray matmul(const FloatArray& a, const FloatArray& b, bool transpose_a, bo
     throw std::invalid_argument("matmul: inner dimensions differ: a " + shape_of(a) + (transpose_a ? "^T" : "") +
                                 " and b " + shape_of(b) + (transpose_b ? "^T" : ""));
   if (g.m < 1 || g.n < 1 || g.k < 1) throw std::invalid_argument("matmul: operands must not be empty");
-  const int threads = fastcnn::num_threads();
+  const int threads = threads_for(fastcnn::checked_mul(fastcnn::checked_mul(g.m, g.n, "matmul"), g.k, "matmul"), kFlopGrain);
   fastcnn::check_memory("matmul", fastcnn::checked_add(float_bytes(g.m, g.n, 1, 1),
                                                        fastcnn::matmul_workspace_bytes(g, threads), "matmul"));
   FloatArray c(std::vector<py::ssize_t>{g.m, g.n});
@@ -316,7 +336,7 @@ py::array_t<float> relu_forward(const FloatArray& x) {
   const float* xp = x.data();
   float* yp = y.mutable_data();
   const index_t count = x.size();
-  const int threads = fastcnn::num_threads();
+  const int threads = threads_for(count, kElementGrain);
   {
     py::gil_scoped_release release;
     fastcnn::relu_forward(count, threads, xp, yp);
@@ -334,7 +354,7 @@ py::array_t<float> relu_backward(const FloatArray& dy, const FloatArray& y) {
   const float* yp = y.data();
   float* dxp = dx.mutable_data();
   const index_t count = dy.size();
-  const int threads = fastcnn::num_threads();
+  const int threads = threads_for(count, kElementGrain);
   {
     py::gil_scoped_release release;
     fastcnn::relu_backward(count, threads, dyp, yp, dxp);
@@ -361,7 +381,7 @@ py::tuple batch_norm_statistics(const FloatArray& x) {
   const float* xp = x.data();
   double* mp = mean.mutable_data();
   double* vp = var.mutable_data();
-  const int threads = fastcnn::num_threads();
+  const int threads = threads_for(static_cast<index_t>(x.size()), kElementGrain);
   {
     py::gil_scoped_release release;
     fastcnn::batch_norm_statistics(g, threads, xp, mp, vp);
@@ -379,7 +399,7 @@ py::array_t<float> batch_norm_apply(const FloatArray& x, const FloatArray& scale
   const float* ap = scale.data();
   const float* bp = shift.data();
   float* yp = y.mutable_data();
-  const int threads = fastcnn::num_threads();
+  const int threads = threads_for(static_cast<index_t>(x.size()), kElementGrain);
   {
     py::gil_scoped_release release;
     fastcnn::batch_norm_apply(g, threads, xp, ap, bp, yp);
@@ -409,7 +429,7 @@ py::tuple batch_norm_backward(const FloatArray& dy, const FloatArray& x, const F
   const float *dyp = dy.data(), *xp = x.data(), *mp = mean.data(), *rp = inv_std.data(), *wp = weight.data();
   float* dwp = dweight.mutable_data();
   float* dbp = dbias.mutable_data();
-  const int threads = fastcnn::num_threads();
+  const int threads = threads_for(static_cast<index_t>(x.size()), kElementGrain);
   {
     py::gil_scoped_release release;
     fastcnn::batch_norm_backward(g, threads, batch_statistics, dyp, xp, mp, rp, wp, dxp, dwp, dbp);
@@ -474,4 +494,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("simd_level", []() { return std::string(fastcnn::gemm_kernel().name); });
   m.def("built_with_openmp", &built_with_openmp);
   m.def("set_debug_nan_fill", [](bool on) { g_debug_nan_fill = on; }, py::arg("on"));
+  m.def("set_debug_all_threads", [](bool on) { g_debug_all_threads = on; }, py::arg("on"));
 }

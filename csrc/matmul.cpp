@@ -38,14 +38,31 @@ MatmulPlan plan_matmul(const MatmulGeometry& g, int threads) {
   return plan;
 }
 
+constexpr index_t kFewRows = 4;          // A x B^T with at most this many rows of A: inner products, no packing
+constexpr index_t kColumnsPerItem = 64;  // columns of C per work item on that path
+
+// x W^T for a few rows of x (a Linear layer at batch 1): both operands are already laid out along K, so inner
+// products read them in place; packing W, as the blocked GEMM would, costs more than the multiply here.
+bool takes_inner_products(const MatmulGeometry& g) { return !g.transpose_a && g.transpose_b && g.m <= kFewRows; }
+
+void matmul_inner_products(const MatmulGeometry& g, int threads, const float* a, const float* b, float* c) {
+  const GemmKernel& gemm = gemm_kernel();
+  parallel_for(ceil_div(g.n, kColumnsPerItem), threads, [&](index_t item, int) {
+    const index_t j0 = item * kColumnsPerItem, cols = std::min(kColumnsPerItem, g.n - j0);
+    gemm.multiply_abt(g.m, cols, g.k, a, g.k, b + j0 * g.k, g.k, c + j0, g.n, false);
+  });
+}
+
 }  // namespace
 
 index_t matmul_workspace_bytes(const MatmulGeometry& g, int threads) {
+  if (takes_inner_products(g)) return 0;  // that path needs no workspace
   const MatmulPlan plan = plan_matmul(g, threads);
   return checked_mul(checked_mul(plan.threads, plan.per_thread_floats, "matmul"), 4, "matmul");
 }
 
 void matmul(const MatmulGeometry& g, int threads, const float* a, const float* b, float* c) {
+  if (takes_inner_products(g)) return matmul_inner_products(g, threads, a, b, c);
   const GemmKernel& gemm = gemm_kernel();
   const MatmulPlan plan = plan_matmul(g, threads);
   FloatBuffer workspace = allocate_floats(plan.threads * plan.per_thread_floats);

@@ -13,6 +13,14 @@ def nan_filled_outputs():
     _core.set_debug_nan_fill(False)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def every_thread_even_for_tiny_calls():
+    """Kernels run small calls on one thread; the tests' small inputs must still exercise the parallel split."""
+    _core.set_debug_all_threads(True)
+    yield
+    _core.set_debug_all_threads(False)
+
+
 @pytest.fixture(autouse=True)
 def restore_runtime_settings():
     threads, limit = fastcnn.get_num_threads(), fastcnn.get_memory_limit()

@@ -309,8 +309,6 @@ def test_an_output_or_workspace_over_the_limit_is_refused_before_allocating(name
     assert traced["peak"] < 2**20
 
 
-@pytest.mark.xfail(strict=True, reason="functional converts the input (np.ascontiguousarray) before the memory check; "
-                                      "the conversion's size belongs in the check (fastcnn/_args.py, not this file's)")
 def test_converting_a_broadcast_input_counts_against_the_memory_limit_before_allocating():
     x = np.broadcast_to(np.float64(1), (64, 64, 64, 64))  # a few bytes that read as 128 MiB of float64
     fastcnn.set_memory_limit(2**20)

@@ -9,6 +9,8 @@ import operator
 
 import numpy as np
 
+from . import _core
+
 __all__ = [
     "as_array",
     "as_float32",
@@ -43,6 +45,8 @@ def as_array(value, name: str, fn: str, *, keep_float64: bool = False) -> np.nda
     float32 is the dtype fastcnn computes in. `keep_float64` keeps float64 input as float64 (the reference does
     that so finite-difference checks can run in double precision); every other dtype becomes float32.
     """
+    if type(value) is np.ndarray and value.dtype == np.float32 and value.flags.c_contiguous:
+        return value  # already what the kernels take: the common case, kept cheap (batch-1 inference)
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{fn}: {name} must be an array of numbers; got {_describe(value)}")
     try:
@@ -56,7 +60,22 @@ def as_array(value, name: str, fn: str, *, keep_float64: bool = False) -> np.nda
             + (" (complex numbers are not supported)" if kind == "c" else "")
         )
     dtype = np.float64 if (keep_float64 and array.dtype == np.float64) else np.float32
+    _check_conversion_fits(array, dtype, name, fn)
     return np.ascontiguousarray(array, dtype=dtype)
+
+
+def _check_conversion_fits(array: np.ndarray, dtype, name: str, fn: str) -> None:
+    """A conversion that copies counts against the memory limit before it allocates, as the kernels' outputs do: a
+    broadcast view of a few bytes can read as gigabytes."""
+    if array.dtype == dtype and array.flags.c_contiguous:
+        return  # no copy
+    needed = array.size * np.dtype(dtype).itemsize
+    limit = _core.get_memory_limit()
+    if needed > limit:
+        raise MemoryError(
+            f"{fn}: converting {name} to a contiguous {np.dtype(dtype).name} array needs {needed} bytes, more than "
+            f"fastcnn's memory limit of {limit} bytes (see fastcnn.set_memory_limit); use a smaller batch"
+        )
 
 
 def as_float32(value, name: str, fn: str) -> np.ndarray:

@@ -94,12 +94,20 @@ class Conv2d(Module):
             raise ValueError(
                 f"Conv2d: expected input of shape (N, C_in, H, W) with C_in={self.in_channels}; got {x.shape}"
             )
-        _args.conv_geometry("Conv2d", x.shape, self.weight.data.shape, self.stride, self.padding, self.dilation)
+        if not self._kernel_fits(x.shape):  # the full check, for its message
+            _args.conv_geometry("Conv2d", x.shape, self.weight.data.shape, self.stride, self.padding, self.dilation)
         bias = None if self.bias is None else self.bias.data
         y = _core.conv2d_forward(x, self.weight.data, bias, self.stride, self._pads, self.dilation, self.groups)
         if self._recording():
             self._cache = x
         return y
+
+    def _kernel_fits(self, shape) -> bool:
+        """Whether the dilated kernel fits the padded input: the one rule of conv_geometry that depends on the input
+        (the others were checked when the layer was built); cheap, since it runs on every forward."""
+        top, bottom, left, right = self._pads
+        return (shape[2] + top + bottom > self.dilation[0] * (self.kernel_size[0] - 1)
+                and shape[3] + left + right > self.dilation[1] * (self.kernel_size[1] - 1))
 
     def backward(self, grad_output, input_grad: bool = True):
         x = self._require_cache(self._cache)
@@ -138,7 +146,11 @@ class _Pool2d(Module):
 
     def _checked_input(self, x):
         x = _input(x, self.fn, 4, "(N, C, H, W)")
-        _args.pool_geometry(self.fn, x.shape, self.kernel_size, self.stride, self.padding, self.ceil_mode)
+        # The window must fit the padded input (the arguments were checked when the layer was built); the full
+        # check only runs to word the error.
+        if (x.shape[2] + 2 * self.padding[0] < self.kernel_size[0]
+                or x.shape[3] + 2 * self.padding[1] < self.kernel_size[1]):
+            _args.pool_geometry(self.fn, x.shape, self.kernel_size, self.stride, self.padding, self.ceil_mode)
         return x
 
     def get_config(self):
