@@ -130,12 +130,14 @@ def test_predict_and_evaluate_with_a_huge_batch_size_are_bounded_by_the_data():
     assert evaluate(model, x, y, batch_size=2**62)["accuracy"] == evaluate(model, x, y, batch_size=8)["accuracy"]
 
 
-@pytest.mark.xfail(strict=True, reason="predict/evaluate run one forward over min(batch_size, N) images even when "
-                                      "that exceeds fastcnn's memory limit; smaller chunks would fit "
-                                      "(fastcnn/training.py, not this file's)")
 def test_predict_splits_a_batch_that_would_exceed_the_memory_limit():
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, seed=0), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 28 * 28, 10))
     x = np.random.default_rng(0).random((2000, 1, 28, 28), dtype=np.float32)
     expected = predict(model, x, batch_size=100)
     fastcnn.set_memory_limit(16 * 2**20)  # one conv output for 2000 images is 50 MB
     np.testing.assert_allclose(predict(model, x, batch_size=10**9), expected, rtol=1e-6)
+    labels = expected.argmax(axis=1)
+    assert fastcnn.evaluate(model, x, labels, batch_size=10**9)["accuracy"] == 1.0
+    fastcnn.set_memory_limit(2**10)  # not even one image fits: the refusal reaches the caller
+    with pytest.raises(MemoryError, match="memory limit"):
+        predict(model, x[:4], batch_size=4)

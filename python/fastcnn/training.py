@@ -87,12 +87,24 @@ def _score(criterion, logits, targets, labels: bool):
     return value, correct
 
 
+def _forward_within_memory(model, x):
+    """model(x) in inference, the batch halved as often as a kernel refuses it for fastcnn's memory limit (which
+    it does before allocating): a huge batch_size still runs, in smaller pieces, with the same per-image results."""
+    try:
+        return model(x)
+    except MemoryError:
+        if len(x) <= 1:
+            raise
+        half = len(x) // 2
+        return np.concatenate([_forward_within_memory(model, x[:half]), _forward_within_memory(model, x[half:])])
+
+
 def _run_evaluation(model, criterion, batches, classes=None, fn: str = "evaluate") -> dict:
     """Loss and accuracy over batches, in eval mode, recording nothing."""
     total, loss_sum, correct, labelled = 0, 0.0, 0, True
     with _modes(model, training=False), _grad_mode.no_grad():
         for xb, yb in batches:
-            logits = model(xb)
+            logits = _forward_within_memory(model, xb)
             labels = yb.ndim == 1 and yb.dtype.kind in "iu"
             if labels and classes is None and np.ndim(logits) == 2:
                 _check_label_range(yb, logits.shape[1], "validation y" if fn == "fit" else "y", fn)
@@ -480,7 +492,7 @@ def predict(model, x, batch_size: int = 256) -> np.ndarray:
     outputs = []
     with _modes(model, training=False), _grad_mode.no_grad():
         for start in range(0, inputs.shape[0], batch_size):
-            logits = np.asarray(model(inputs[start:start + batch_size]), dtype=np.float64)
+            logits = np.asarray(_forward_within_memory(model, inputs[start:start + batch_size]), dtype=np.float64)
             if logits.ndim != 2:
                 raise ValueError(f"{fn}: the model must output logits of shape (N, classes); got {logits.shape}")
             shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
