@@ -72,7 +72,7 @@ ImplicitPlan plan_implicit(const ConvGeometry& g, int threads) {
   plan.chunks = ceil_div(plan.pad.columns, plan.chunk_columns);
   plan.items = checked_mul(plan.units, plan.chunks, "conv2d");
   plan.threads = static_cast<int>(std::min<index_t>(threads, plan.items));
-  plan.padded_m = ceil_div(cout_g, gemm.mr) * gemm.mr;
+  plan.padded_m = ceil_div(cout_g, gemm.implicit_panel_rows(cout_g)) * gemm.implicit_panel_rows(cout_g);
   plan.pad_per_item = plan.chunks == 1;
   plan.shared_input_floats = plan.pad_per_item ? 0 : checked_mul(plan.units, plan.pad.floats, "conv2d");
   plan.weight_floats = checked_mul(g.groups, checked_mul(plan.padded_m, g.patch_size(), "conv2d"), "conv2d");
@@ -252,7 +252,8 @@ void implicit_forward(const ConvGeometry& g, int threads, const float* x, const 
   }
   FloatBuffer packed_weights = allocate_floats(plan.weight_floats);
   for (index_t group = 0; group < g.groups; ++group)
-    pack_whole(cout_g, patch, w + group * cout_g * patch, gemm.mr, packed_weights.get() + group * plan.padded_m * patch);
+    pack_whole(cout_g, patch, w + group * cout_g * patch, gemm.implicit_panel_rows(cout_g),
+               packed_weights.get() + group * plan.padded_m * patch);
   auto unit_input = [&](index_t unit) {
     const index_t n = unit / g.groups, group = unit % g.groups;
     return x + (n * g.in_channels + group * cin_g) * g.in_plane();
@@ -284,10 +285,9 @@ void implicit_forward(const ConvGeometry& g, int threads, const float* x, const 
 }
 
 bool implicit_backward_input_applies(const ConvGeometry& g) {
-  // Its GEMM has one row per input channel: with fewer than a micro-tile of them (LeNet's first layer has one)
-  // most of each tile would be padding, and the explicit path, whose rows are channels x kernel taps, is faster.
-  return g.stride_h == 1 && g.stride_w == 1 && g.in_channels_per_group() >= gemm_kernel().mr &&
-         paddings_fit_kernel(g) && implicit_conv_applies(transposed_geometry(g));
+  // Its GEMM has one row per input channel; fewer than a micro-tile of them (LeNet's first layer has one) make
+  // one exact panel, which measured faster than the explicit path even for a single channel.
+  return g.stride_h == 1 && g.stride_w == 1 && paddings_fit_kernel(g) && implicit_conv_applies(transposed_geometry(g));
 }
 
 index_t implicit_backward_input_workspace_bytes(const ConvGeometry& g, int threads) {

@@ -36,7 +36,8 @@ struct GemmKernel {
   // C (+)= A * B^T for row-major A (M x K, row stride lda) and B (N x K, row stride ldb), without packing.
   void (*multiply_abt)(index_t M, index_t N, index_t K, const float* A, index_t lda, const float* B, index_t ldb,
                        float* C, index_t ldc, bool accumulate);
-  // C (M x N) = A * B for A packed whole (panel i0 at i0 * K holding [k][MR]) and B(k, j) = base[offsets[k] + j],
+  // C (M x N) = A * B for A packed whole (panel i0 at i0 * K holding [k][R], R = implicit_panel_rows(M)) and
+  // B(k, j) = base[offsets[k] + j],
   // read in place: the implicit-GEMM convolution. base must be readable up to offsets[k] + N rounded up to NR.
   void (*multiply_implicit)(index_t M, index_t N, index_t K, const float* packed_a, const float* base,
                             const index_t* offsets, float* C, index_t ldc);
@@ -45,6 +46,9 @@ struct GemmKernel {
   void (*multiply_abt_implicit)(index_t M, index_t N, index_t S, index_t L, const float* const* a, index_t lda,
                                 const float* const* b, const index_t* offsets, float* C, index_t ldc, bool accumulate);
   int vector_floats;  // VL: floats per SIMD vector
+
+  // Rows per packed panel of multiply_implicit's A: MR, or all of M when M is smaller (one exact panel).
+  index_t implicit_panel_rows(index_t M) const { return M < mr ? M : mr; }
 
   index_t packed_a_floats(index_t M, index_t K) const { return ceil_div(M, mr) * mr * K; }
   index_t packed_b_floats(index_t K, index_t N) const { return ceil_div(N, nr) * nr * K; }
