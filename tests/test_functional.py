@@ -38,6 +38,12 @@ CONV_CASES = [
     (2, 3, 9, 8, 4, 3, 1, "valid", 1, 1, True),
     (5, 7, 20, 20, 33, 3, 1, 1, 1, 1, True),              # sizes that leave partial GEMM tiles everywhere
     (3, 40, 12, 12, 20, 3, 1, 1, 1, 1, True),             # K spans several GEMM K-blocks
+    # many channels on small planes: the implicit GEMM's vectors run along channels
+    (3, 16, 8, 8, 32, 3, 1, 1, 1, 1, True),               # whole pixel tiles and channel panels
+    (2, 32, 8, 8, 48, 3, 1, 1, 1, 1, False),              # a half-width last channel panel
+    (2, 16, 19, 19, 32, 5, 1, 0, 1, 1, True),             # a short last pixel tile: rows of 15 = 8 + 7
+    (2, 32, 20, 20, 32, 3, 1, 0, 2, 1, True),             # dilation
+    (2, 64, 8, 8, 64, 3, 1, 1, 1, 2, True),               # groups
     (1, 16, 70, 70, 9, 3, 1, 1, 1, 1, True),              # several im2col column blocks
     # many samples with small planes: GEMM blocks that span several whole samples
     (40, 3, 7, 6, 5, 3, 1, 1, 1, 1, True),
