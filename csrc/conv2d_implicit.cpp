@@ -166,6 +166,24 @@ void spread_rows(const ConvGeometry& g, const PaddedInput& pad, const float* dy_
   }
 }
 
+// One (sample, group)'s grad_output channels transposed into NR-channel panels: panel p holds [pixel][NR] for
+// channels p * NR + j, zeros past the last channel. The B operand of multiply_taps.
+void transpose_channels(const float* dy_planes, index_t channels, index_t plane, index_t nr, float* dst) {
+  const index_t panels = ceil_div(channels, nr);
+  for (index_t panel = 0; panel < panels; ++panel) {
+    float* out = dst + panel * plane * nr;
+    for (index_t j = 0; j < nr; ++j) {
+      const index_t c = panel * nr + j;
+      if (c < channels) {
+        const float* src = dy_planes + c * plane;
+        for (index_t p = 0; p < plane; ++p) out[p * nr + j] = src[p];
+      } else {
+        for (index_t p = 0; p < plane; ++p) out[p * nr + j] = 0.0f;
+      }
+    }
+  }
+}
+
 // Rows [0, M) of a row-major M x K matrix into the whole-K packed layout: panel i0 at i0 * K holds [k][MR].
 void pack_whole(index_t M, index_t K, const float* src, index_t mr, float* packed) {
   const index_t padded_m = ceil_div(M, mr) * mr;
@@ -256,7 +274,11 @@ constexpr index_t kWeightBlockFloats = 65536;  // laid-out samples per thread (2
 
 struct WeightPlan {
   PaddedInput pad;
-  index_t row_length;  // grad_output rows on the padded width: H_out * Wp rounded up to a vector
+  // Along pixels: inner products over grad_output rows laid out on the padded width (wrapped columns wasted, a
+  // horizontal sum per block). Along channels: taps x channels tiles summed over exactly the output pixels.
+  Vectors vectors;
+  index_t row_length;  // along pixels: grad_output rows on the padded width, H_out * Wp rounded up to a vector
+  index_t channel_panels;  // along channels: output channels per group in NR-wide panels
   index_t sample_chunks, row_chunks, items;
   index_t block_samples;  // samples an item lays out at a time (its thread's buffer holds that many)
   int threads;
@@ -268,10 +290,18 @@ WeightPlan plan_weight(const ConvGeometry& g, int threads) {
   WeightPlan plan{};
   plan.pad = padded_input(g, gemm.nr);
   plan.row_length = ceil_div(checked_mul(g.out_height, plan.pad.width, "conv2d"), gemm.vector_floats) * gemm.vector_floats;
+  const index_t cout_g = g.out_channels_per_group(), vl = gemm.vector_floats;
+  const double along_pixels = static_cast<double>(g.out_width) / plan.pad.width;
+  const index_t taps = g.patch_size(), mr = gemm.mr;  // a short last tile of taps runs below the FMA peak
+  const double along_channels = static_cast<double>(cout_g) / (ceil_div(cout_g, vl) * vl) *
+                                static_cast<double>(taps) / (ceil_div(taps, mr) * mr);
+  plan.vectors = along_channels > along_pixels + kChannelVectorMargin ? Vectors::along_channels : Vectors::along_pixels;
+  plan.channel_panels = ceil_div(cout_g, gemm.nr);
   // The batch is summed in chunks fixed by the geometry alone, partials added in chunk order. A chunk holds
-  // enough samples for long sums (each tile ends with a horizontal sum per element), and there are at most
-  // kWeightSampleChunks of them (each has a partial gradient).
-  const index_t samples = std::max(ceil_div(kWeightSumFloats, plan.row_length), ceil_div(g.batch, kWeightSampleChunks));
+  // enough samples for long sums (along pixels, each tile ends with a horizontal sum per element), and there
+  // are at most kWeightSampleChunks of them (each has a partial gradient).
+  const index_t long_sums = plan.vectors == Vectors::along_pixels ? ceil_div(kWeightSumFloats, plan.row_length) : 1;
+  const index_t samples = std::max(long_sums, ceil_div(g.batch, kWeightSampleChunks));
   plan.sample_chunks = ceil_div(g.batch, std::min(samples, g.batch));
   // Threads share the work by (chunk, group), and split the kernel taps when there are too few of those.
   const index_t chunk_groups = plan.sample_chunks * g.groups;
@@ -280,9 +310,11 @@ WeightPlan plan_weight(const ConvGeometry& g, int threads) {
   plan.threads = static_cast<int>(std::min<index_t>(threads, plan.items));
   // Each item lays out its samples' padded inputs and grad_output rows in its thread's buffer, a block of at most
   // kMaxImplicitSegments samples at a time: the workspace does not grow with the batch.
-  const index_t per_sample = checked_add(plan.pad.floats, checked_mul(g.out_channels_per_group(), plan.row_length, "conv2d"),
-                                         "conv2d");
-  const index_t wanted = std::max(ceil_div(kWeightSumFloats, plan.row_length), kWeightBlockFloats / per_sample);
+  const index_t grad_floats = plan.vectors == Vectors::along_pixels
+                                  ? checked_mul(cout_g, plan.row_length, "conv2d")
+                                  : checked_mul(plan.channel_panels * gemm.nr, g.out_plane(), "conv2d");
+  const index_t per_sample = checked_add(plan.pad.floats, grad_floats, "conv2d");
+  const index_t wanted = std::max(long_sums, kWeightBlockFloats / per_sample);
   plan.block_samples = std::clamp<index_t>(wanted, 1, std::min(kMaxImplicitSegments, ceil_div(g.batch, plan.sample_chunks)));
   plan.per_thread_floats = checked_mul(plan.block_samples, per_sample, "conv2d");
   const index_t weight_floats = checked_mul(g.out_channels, g.patch_size(), "conv2d");
@@ -441,6 +473,31 @@ bool implicit_backward_weight(const ConvGeometry& g, int threads, const float* d
     float* rows = inputs + plan.block_samples * pad.floats;
     const float* a[kMaxImplicitSegments];
     const float* b[kMaxImplicitSegments];
+    if (plan.vectors == Vectors::along_channels) {
+      const index_t nr = gemm.nr, panel_floats = g.out_plane() * nr;
+      for (index_t first = n0; first < n1; first += plan.block_samples) {
+        const index_t count = std::min(plan.block_samples, n1 - first);
+        for (index_t s = 0; s < count; ++s) {
+          const index_t n = first + s;
+          float* padded = inputs + s * pad.floats;
+          float* transposed = rows + s * plan.channel_panels * panel_floats;
+          (void)pad_unit(g, pad, x + (n * g.in_channels + group * cin_g) * g.in_plane(), padded, false);
+          transpose_channels(dy + (n * g.out_channels + group * cout_g) * g.out_plane(), cout_g, g.out_plane(), nr,
+                             transposed);
+          b[s] = padded;
+        }
+        for (index_t panel = 0; panel < plan.channel_panels; ++panel) {
+          for (index_t s = 0; s < count; ++s) a[s] = rows + (s * plan.channel_panels + panel) * panel_floats;
+          const index_t channels = std::min(nr, cout_g - panel * nr);
+          for (index_t k0 = r0; k0 < r1; k0 += gemm.mr) {
+            gemm.multiply_taps(std::min<index_t>(gemm.mr, r1 - k0), channels, count, b, a, offsets.data() + k0,
+                               g.out_height, g.out_width, pad.width, target + panel * nr * patch + (k0 - r0), 1, patch,
+                               first > n0);
+          }
+        }
+      }
+      return;
+    }
     for (index_t first = n0; first < n1; first += plan.block_samples) {
       const index_t count = std::min(plan.block_samples, n1 - first);
       for (index_t s = 0; s < count; ++s) {

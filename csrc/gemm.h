@@ -49,6 +49,12 @@ struct GemmKernel {
   // K x M matrix packed whole in NR-column panels (panel j0 at j0 * K holding [k][NR], columns past M zero).
   void (*multiply_pixels)(index_t rows, index_t M, index_t K, const float* base, const index_t* offsets,
                           const float* packed_b, float* out, index_t ldo);
+  // The weight gradient along channels: for 1 <= taps <= mr and nr <= NR channels, C(i, j) at
+  // c[i * ldc_tap + j * ldc_channel] (+)= sum over s < S and the rows x cols output pixels (oh, ow) of
+  // inputs[s][offsets[i] + oh * row_stride + ow] * grads[s][(oh * cols + ow) * NR + j].
+  void (*multiply_taps)(index_t taps, index_t nr, index_t S, const float* const* inputs, const float* const* grads,
+                        const index_t* offsets, index_t rows, index_t cols, index_t row_stride, float* c,
+                        index_t ldc_tap, index_t ldc_channel, bool accumulate);
   int vector_floats;  // VL: floats per SIMD vector
 
   // Rows per packed panel of multiply_implicit's A: MR, or all of M when M is smaller (one exact panel).

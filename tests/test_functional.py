@@ -44,6 +44,7 @@ CONV_CASES = [
     (2, 16, 19, 19, 32, 5, 1, 0, 1, 1, True),             # a short last pixel tile: rows of 15 = 8 + 7
     (2, 32, 20, 20, 32, 3, 1, 0, 2, 1, True),             # dilation
     (2, 64, 8, 8, 64, 3, 1, 1, 1, 2, True),               # groups
+    (2, 15, 8, 8, 44, 3, 1, 1, 1, 1, True),               # a partial channel vector; 135 taps: a short tap tile
     (1, 16, 70, 70, 9, 3, 1, 1, 1, 1, True),              # several im2col column blocks
     # many samples with small planes: GEMM blocks that span several whole samples
     (40, 3, 7, 6, 5, 3, 1, 1, 1, 1, True),
