@@ -54,7 +54,11 @@ void parallel_for(index_t items, int threads, Body&& body) {
   if (threads > items) threads = static_cast<int>(items);
 #ifdef _OPENMP
   if (threads > 1) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    // Items are handed out in runs of about 1/16 of a thread's share: dynamic, so uneven items still balance,
+    // but not one by one, which made the threads fight over the shared counter (2048 pooling planes of 4 KiB:
+    // 6x slower at 2 threads than at 1).
+    const index_t run = std::max<index_t>(1, items / (16 * static_cast<index_t>(threads)));
+#pragma omp parallel for schedule(dynamic, run) num_threads(threads)
     for (index_t item = 0; item < items; ++item) body(item, omp_get_thread_num());
     return;
   }
