@@ -213,6 +213,44 @@ def test_a_stop_requested_on_one_rank_stops_every_rank_together(tmp_path):
     assert reports[0]["checksum"] == reports[1]["checksum"]
 
 
+CHECKPOINT_SCRIPT = textwrap.dedent('''
+    import os, sys
+    import numpy as np
+    import fastcnn
+    from fastcnn import callbacks, distributed as dist, nn, optim
+
+    out, epochs, resume, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    comm = dist.init()
+    rng = np.random.default_rng(0)
+    x, y = rng.random((48, 1, 8, 8), dtype=np.float32), rng.integers(0, 3, 48)
+    fastcnn.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3))
+    # A path per rank, which a user would not write: it shows which ranks write at all.
+    checkpoint = callbacks.ModelCheckpoint(os.path.join(out, f"{tag}-rank{comm.rank}.npz"))
+    fastcnn.fit(model, x, y, epochs=epochs, batch_size=4, seed=5, progress=False, distributed=comm,
+                optimizer=optim.SGD(model.parameters(), lr=0.05, momentum=0.9), callbacks=[checkpoint],
+                resume_from=None if resume == "-" else resume)
+    np.savez(os.path.join(out, f"{tag}-weights-rank{comm.rank}.npz"), **model.state_dict())
+''')
+
+
+def test_only_rank_0_writes_checkpoints_and_a_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    script = tmp_path / "checkpoint.py"
+    script.write_text(CHECKPOINT_SCRIPT)
+    for args in ([tmp_path, 4, "-", "whole"], [tmp_path, 2, "-", "first"],
+                 [tmp_path, 4, tmp_path / "first-rank0.npz", "resumed"]):
+        done = _launch(2, script, args)
+        assert done.returncode == 0, done.stdout + done.stderr
+    for tag in ("whole", "first", "resumed"):
+        assert (tmp_path / f"{tag}-rank0.npz").exists()
+        assert not (tmp_path / f"{tag}-rank1.npz").exists()  # rank 1 holds the same weights and writes nothing
+    whole = dict(np.load(tmp_path / "whole-weights-rank0.npz"))
+    for rank in (0, 1):  # every rank read rank 0's checkpoint and continued in step
+        resumed = dict(np.load(tmp_path / f"resumed-weights-rank{rank}.npz"))
+        for name, value in whole.items():
+            np.testing.assert_array_equal(resumed[name], value, err_msg=name)
+
+
 @pytest.mark.slow
 def test_command_line_train_under_mpiexec(tmp_path):
     pytest.importorskip("sklearn", reason="the digits dataset needs scikit-learn")
