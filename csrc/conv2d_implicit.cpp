@@ -79,14 +79,17 @@ struct ImplicitPlan {
   index_t padded_m;       // along pixels: output channels per group rounded up to the panel rows
   index_t weight_panel;   // along channels: output channels per group rounded up to NR
   int threads;
-  // With one chunk per unit, each item pads its unit into its thread's buffer (the workspace stays small
-  // whatever the batch, and the copy is still in cache when read); with several, the few units are padded once.
+  // With a unit for every thread, a work item is a whole unit (all its chunks): it pads the unit into its
+  // thread's buffer, so the workspace stays small whatever the batch and the copy is in cache when read. With
+  // fewer units than threads (a single image), items are (unit, chunk) and those few units are padded once.
   bool pad_per_item;
+  index_t chunks_per_item;
   index_t shared_input_floats, weight_floats, per_thread_floats;  // per thread: output tile (+ padded unit)
 };
 
 ImplicitPlan plan_implicit(const ConvGeometry& g, int threads) {
   const GemmKernel& gemm = gemm_kernel();
+  if (gemm.mr > kMaxTileRows) throw std::logic_error("conv2d: a GEMM variant's MR exceeds kMaxTileRows");
   const index_t nr = gemm.nr, cout_g = g.out_channels_per_group(), patch = g.patch_size();
   ImplicitPlan plan{};
   plan.pad = padded_input(g, nr);
@@ -113,9 +116,10 @@ ImplicitPlan plan_implicit(const ConvGeometry& g, int threads) {
     plan.weight_floats = checked_mul(g.groups, checked_mul(plan.weight_panel, patch, "conv2d"), "conv2d");
     tile_floats = checked_mul(gemm.mr, plan.weight_panel, "conv2d");  // one pixel tile's outputs
   }
-  plan.items = checked_mul(plan.units, plan.chunks, "conv2d");
+  plan.pad_per_item = plan.chunks == 1 || plan.units >= threads;
+  plan.chunks_per_item = plan.pad_per_item ? plan.chunks : 1;
+  plan.items = plan.pad_per_item ? plan.units : checked_mul(plan.units, plan.chunks, "conv2d");
   plan.threads = static_cast<int>(std::min<index_t>(threads, plan.items));
-  plan.pad_per_item = plan.chunks == 1;
   plan.shared_input_floats = plan.pad_per_item ? 0 : checked_mul(plan.units, plan.pad.floats, "conv2d");
   plan.per_thread_floats = checked_add(tile_floats, plan.pad_per_item ? plan.pad.floats : 0, "conv2d");
   return plan;
@@ -271,7 +275,7 @@ bool paddings_fit_kernel(const ConvGeometry& g) {
 
 constexpr index_t kWeightSampleChunks = 16;  // at most this many partial weight gradients
 constexpr index_t kWeightSumFloats = 1024;   // products per horizontal sum: amortises it, keeps A in L1
-constexpr index_t kTapAlignment = 4;         // taps split between threads in multiples of the micro-tile
+constexpr index_t kTapAlignment = 4;         // taps split between threads in multiples of 4 (whole dot tiles)
 constexpr index_t kItemsPerThread = 3;       // enough items to balance uneven ones
 constexpr index_t kWeightBlockFloats = 65536;  // laid-out samples per thread (256 KiB), beyond what long sums need
 
@@ -373,7 +377,8 @@ void implicit_forward(const ConvGeometry& g, int threads, const float* x, const 
   const index_t tile_floats = plan.per_thread_floats - (plan.pad_per_item ? pad.floats : 0);
 
   parallel_for(plan.items, plan.threads, [&](index_t item, int thread) {
-    const index_t unit = item / plan.chunks, chunk = item % plan.chunks;
+    const index_t unit = item / (plan.chunks / plan.chunks_per_item);
+    const index_t first_chunk = plan.pad_per_item ? 0 : item % plan.chunks;
     const index_t n = unit / g.groups, group = unit % g.groups;
     float* tile = workspace.get() + thread * plan.per_thread_floats;
     const float* padded = shared_inputs.get() + unit * pad.floats;
@@ -385,20 +390,22 @@ void implicit_forward(const ConvGeometry& g, int threads, const float* x, const 
     const float* weights = packed_weights.get() + group * weight_stride;
     const float* bias = b == nullptr ? nullptr : b + group * cout_g;
     float* y_planes = y + (n * g.out_channels + group * cout_g) * g.out_plane();
-    if (plan.vectors == Vectors::along_pixels) {
-      const index_t q0 = chunk * plan.chunk_columns, q1 = std::min(pad.columns, q0 + plan.chunk_columns);
-      gemm.multiply_implicit(cout_g, q1 - q0, patch, weights, padded + q0, offsets.data(), tile, plan.chunk_columns);
-      store_pixels(g, pad, tile, plan.chunk_columns, q0, q1, cout_g, bias, y_planes);
-      return;
-    }
-    const index_t p1 = std::min(g.out_plane(), (chunk + 1) * plan.chunk_pixels);
-    index_t pixels[kMaxTileRows];
-    for (index_t p0 = chunk * plan.chunk_pixels; p0 < p1; p0 += gemm.mr) {
-      const index_t count = std::min<index_t>(gemm.mr, p1 - p0);
-      for (index_t i = 0; i < count; ++i)  // where output pixel p0 + i's window starts in the padded input
-        pixels[i] = (p0 + i) / g.out_width * pad.width + (p0 + i) % g.out_width;
-      gemm.multiply_pixels(count, cout_g, patch, padded, offsets.data(), pixels, weights, tile, plan.weight_panel);
-      store_channels(g, tile, plan.weight_panel, count, cout_g, bias, y_planes + p0);
+    for (index_t chunk = first_chunk; chunk < first_chunk + plan.chunks_per_item; ++chunk) {
+      if (plan.vectors == Vectors::along_pixels) {
+        const index_t q0 = chunk * plan.chunk_columns, q1 = std::min(pad.columns, q0 + plan.chunk_columns);
+        gemm.multiply_implicit(cout_g, q1 - q0, patch, weights, padded + q0, offsets.data(), tile, plan.chunk_columns);
+        store_pixels(g, pad, tile, plan.chunk_columns, q0, q1, cout_g, bias, y_planes);
+        continue;
+      }
+      const index_t p1 = std::min(g.out_plane(), (chunk + 1) * plan.chunk_pixels);
+      index_t pixels[kMaxTileRows];
+      for (index_t p0 = chunk * plan.chunk_pixels; p0 < p1; p0 += gemm.mr) {
+        const index_t count = std::min<index_t>(gemm.mr, p1 - p0);
+        for (index_t i = 0; i < count; ++i)  // where output pixel p0 + i's window starts in the padded input
+          pixels[i] = (p0 + i) / g.out_width * pad.width + (p0 + i) % g.out_width;
+        gemm.multiply_pixels(count, cout_g, patch, padded, offsets.data(), pixels, weights, tile, plan.weight_panel);
+        store_channels(g, tile, plan.weight_panel, count, cout_g, bias, y_planes + p0);
+      }
     }
   });
 }

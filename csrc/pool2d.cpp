@@ -210,8 +210,10 @@ index_t avg_pool_2x2_row(const PoolGeometry& g, const float* plane, index_t oh, 
     std::memcpy(&t1, top + 2 * ow + 4, 16);
     std::memcpy(&b0, bottom + 2 * ow, 16);
     std::memcpy(&b1, bottom + 2 * ow + 4, 16);
-    const float4 sum = __builtin_shufflevector(t0, t1, 0, 2, 4, 6) + __builtin_shufflevector(t0, t1, 1, 3, 5, 7) +
-                       __builtin_shufflevector(b0, b1, 0, 2, 4, 6) + __builtin_shufflevector(b0, b1, 1, 3, 5, 7);
+    // from +0 as the general loop starts, so that a window of -0 averages to +0 there too
+    const float4 sum = float4{} + __builtin_shufflevector(t0, t1, 0, 2, 4, 6) +
+                       __builtin_shufflevector(t0, t1, 1, 3, 5, 7) + __builtin_shufflevector(b0, b1, 0, 2, 4, 6) +
+                       __builtin_shufflevector(b0, b1, 1, 3, 5, 7);
     const float4 average = sum / 4.0f;
     std::memcpy(out + oh * g.out_width + ow, &average, 16);
   }
@@ -256,12 +258,12 @@ void avg_pool2d_backward(const PoolGeometry& g, bool count_include_pad, int thre
         for (; ow + 4 <= g.out_width; ow += 4) {
           float4 share;
           std::memcpy(&share, row + ow, 16);
-          share = share / 4.0f;
+          share = share / 4.0f + float4{};  // + 0, as the general loop adds into zeros: -0 becomes +0
           store_interleaved(top + 2 * ow, share, share);
           store_interleaved(bottom + 2 * ow, share, share);
         }
         for (; ow < g.out_width; ++ow) {
-          const float share = row[ow] / 4.0f;
+          const float share = row[ow] / 4.0f + 0.0f;
           top[2 * ow] = top[2 * ow + 1] = bottom[2 * ow] = bottom[2 * ow + 1] = share;
         }
       }

@@ -249,6 +249,15 @@ def test_non_finite_values_reach_the_gradients_exactly_where_the_reference_puts_
             same_specials(actual, reference)
 
 
+def test_average_pooling_fast_paths_give_the_general_loops_signed_zeros():
+    """The general loop sums from +0 and adds gradients into zeros, so windows of -0 give +0 on every path."""
+    x = np.full((1, 1, 16, 18), -0.0, np.float32)  # 2x2 windows: the vector path and, with the odd size, the tail
+    y = F.avg_pool2d(x, 2)
+    assert not np.signbit(y).any()
+    gx = F.avg_pool2d_backward(np.full(y.shape, -0.0, np.float32), x.shape, 2)
+    assert not np.signbit(gx).any()
+
+
 def test_max_pool2d_backward_accumulates_overlapping_windows():
     x = np.zeros((1, 1, 3, 3), np.float32)
     x[0, 0, 1, 1] = 1.0  # the centre is the maximum of all four overlapping 2x2 windows

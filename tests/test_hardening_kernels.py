@@ -339,6 +339,19 @@ def test_a_huge_batch_is_convolved_in_blocks_whose_workspace_does_not_grow_with_
     assert F.conv2d(x, w, padding=1).shape == (n, 8, 28, 28)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_samples_whose_output_is_split_into_chunks_are_still_padded_one_at_a_time(threads):
+    """64 output channels of 32x32 fill more than one L2-sized output chunk per sample; the samples' padded copies
+    (74 KiB each, 4.7 MB for the batch) must still be made one per work item, not for the whole batch at once."""
+    fastcnn.set_num_threads(threads)
+    n = 64
+    x = np.ones((n, 16, 32, 32), np.float32)
+    w = np.ones((64, 16, 3, 3), np.float32)
+    fastcnn.set_memory_limit(n * 64 * 32 * 32 * 4 + 2 * 2**20)  # the output plus 2 MiB
+    y = F.conv2d(x, w, padding=1)
+    assert y[0, 0, 0, 0] == 16 * 4 and y[-1, -1, 16, 16] == 16 * 9  # a corner sees 2x2 of the 3x3 window
+
+
 @pytest.mark.skipif(UNDER_ASAN, reason="ASan's quarantine holds freed memory on purpose")
 def test_repeated_calls_do_not_leak_memory():
     """The C++ side owns its workspaces by RAII; 300 rounds of every op must not grow the process."""
