@@ -81,8 +81,10 @@ TRAIN_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _launch(ranks: int, script: Path, args, env_extra=None, python_args=("-m", "mpi4py")):
+def _launch(ranks: int, script: Path, args, env_extra=None, python_args=("-m", "mpi4py"), env_remove=()):
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    for name in env_remove:
+        env.pop(name, None)
     command = [MPIEXEC, "-n", str(ranks), sys.executable, *python_args, str(script), *map(str, args)]
     try:
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT)
@@ -211,6 +213,119 @@ def test_a_stop_requested_on_one_rank_stops_every_rank_together(tmp_path):
     assert [r["batches"] for r in reports] == [[0, 1, 2, 3]] * 2
     assert [r["epochs"] for r in reports] == [1, 1]
     assert reports[0]["checksum"] == reports[1]["checksum"]
+
+
+INTERRUPT_SCRIPT = textwrap.dedent('''
+    import numpy as np
+    import fastcnn
+    from fastcnn import callbacks, distributed as dist, nn
+
+    comm = dist.init()
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 1, 8, 8), dtype=np.float32), rng.integers(0, 3, 64)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+
+    def interrupt_on_rank_1(batch, logs):
+        if comm.rank == 1 and batch == 2:
+            raise KeyboardInterrupt  # rank 0 goes on into batch 3's gradient Allreduce
+
+    fastcnn.fit(model, x, y, epochs=3, batch_size=4, seed=0, progress=False, distributed=comm,
+                callbacks=[callbacks.LambdaCallback(on_batch_end=interrupt_on_rank_1)])
+    print(f"rank {comm.rank} returned from fit", flush=True)
+''')
+
+
+def test_a_keyboard_interrupt_on_one_rank_ends_the_launch_instead_of_desynchronising_it(tmp_path):
+    # A plain `python script.py` launch (no `-m mpi4py`), and fit catches the KeyboardInterrupt itself: on one
+    # process it means "stop after this batch", but here rank 1 would enter a small Allreduce to agree on stopping
+    # while rank 0 waits in the gradient Allreduce. fit must end the launch, with the shell's status for Ctrl-C.
+    script = tmp_path / "interrupt.py"
+    script.write_text(INTERRUPT_SCRIPT)
+    done = _launch(2, script, [], python_args=())
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "fit: KeyboardInterrupt on process 1 of 2" in done.stderr, done.stdout + done.stderr
+    assert "ending the whole launch with status 130" in done.stderr
+    assert "returned from fit" not in done.stdout
+
+
+DIVERGE_SCRIPT = textwrap.dedent('''
+    import json, os, sys
+    import numpy as np
+    import fastcnn
+    from fastcnn import callbacks, distributed as dist, nn
+
+    comm = dist.init()
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 1, 8, 8), dtype=np.float32), rng.integers(0, 3, 64)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+
+    def poison_rank_1(batch, logs):
+        if comm.rank == 1 and batch == 2:
+            model[1].weight.data[...] = np.nan  # rank 1's outputs turn NaN; rank 0's loss stays finite
+
+    try:
+        fastcnn.fit(model, x, y, epochs=2, batch_size=4, seed=0, progress=False, distributed=comm,
+                    callbacks=[callbacks.LambdaCallback(on_batch_begin=poison_rank_1)])
+        error = None
+    except FloatingPointError as caught:
+        error = str(caught)
+    with open(os.path.join(sys.argv[1], f"rank{comm.rank}.json"), "w") as file:
+        json.dump({"error": error, "grads": [float(np.abs(p.grad).sum()) for p in model.parameters()]}, file)
+''')
+
+
+def test_divergence_on_one_rank_stops_every_rank_and_leaves_no_gradient(tmp_path):
+    script = tmp_path / "diverge.py"
+    script.write_text(DIVERGE_SCRIPT)
+    done = _launch(2, script, [tmp_path])
+    assert done.returncode == 0, done.stdout + done.stderr
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for report in reports:
+        assert report["error"] is not None and "NaN or infinite on 1 of 2 processes at epoch 1, batch 3" in \
+            report["error"], report
+        # Rank 0 ran backward on its finite batch before the agreed stop; one process stops before backward and
+        # leaves zero gradients, and so must every rank here.
+        assert report["grads"] == [0.0, 0.0], report
+
+
+THREADS_SCRIPT = textwrap.dedent('''
+    import json, os, sys
+    import numpy as np
+    import fastcnn
+    from fastcnn import distributed as dist, nn
+    from fastcnn.distributed.timing import _slowest
+
+    comm = dist.init()
+    first = fastcnn.get_num_threads()
+    chosen = 2 if first == 1 else 1
+    fastcnn.set_num_threads(chosen)
+    dist.init()
+    again = fastcnn.get_num_threads()
+    rng = np.random.default_rng(0)
+    x, y = rng.random((16, 1, 4, 4), dtype=np.float32), rng.integers(0, 2, 16)
+    fastcnn.fit(nn.Sequential(nn.Flatten(), nn.Linear(16, 2)), x, y, epochs=1, batch_size=4, seed=0,
+                progress=False, distributed=True)
+    after_fit = fastcnn.get_num_threads()
+    dist.init(threads=first)
+    with open(os.path.join(sys.argv[1], f"rank{comm.rank}.json"), "w") as file:
+        json.dump({"first": first, "chosen": chosen, "again": again, "after_fit": after_fit,
+                   "explicit": fastcnn.get_num_threads(), "slowest": _slowest(float(comm.rank + 1), comm)}, file)
+''')
+
+
+def test_later_init_calls_keep_the_thread_count_and_timing_reports_the_slowest_rank(tmp_path):
+    script = tmp_path / "threads.py"
+    script.write_text(THREADS_SCRIPT)
+    # Without $OMP_NUM_THREADS, so that the first init() picks the thread count itself.
+    done = _launch(2, script, [tmp_path], env_remove=["OMP_NUM_THREADS"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    for rank in range(2):
+        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        # What the script set after the first init() holds through init() and fit(distributed=True)...
+        assert report["again"] == report["chosen"] and report["after_fit"] == report["chosen"], report
+        assert report["explicit"] == report["first"], report  # ...and init(threads=n) still sets it
+        # Rank r took r + 1 seconds: the slowest is 2 (the mean over ranks would be 1.5).
+        assert report["slowest"] == 2.0, report
 
 
 CHECKPOINT_SCRIPT = textwrap.dedent('''
@@ -357,8 +472,21 @@ def test_use_grad_storage_checks_the_storage():
         param.use_grad_storage(np.zeros(6, np.float32))
     with pytest.raises(TypeError, match="storage must be a float32 NumPy array; got float64"):
         param.use_grad_storage(np.zeros((2, 3)))
-    with pytest.raises(ValueError, match="C-contiguous and writeable"):
+    with pytest.raises(ValueError, match=r"C-contiguous and writeable; got an array of shape \(2, 3\) with "
+                                         r"strides \(4, 8\) that is not C-contiguous$"):
         param.use_grad_storage(np.zeros((3, 2), np.float32).T)
+    read_only = np.zeros((2, 3), np.float32)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match=r"got an array of shape \(2, 3\) with strides \(12, 4\) that is read-only$"):
+        param.use_grad_storage(read_only)
+
+
+def test_gradient_averager_names_the_repeated_parameters():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    params = list(model.parameters())
+    with pytest.raises(ValueError, match=r"GradientAverager: params must list each parameter once; got 3 entries "
+                                         r"holding 2 distinct parameters \(1 repeated\)"):
+        dist.GradientAverager(params + params[:1], dist.SingleProcess())
 
 
 def test_init_without_a_launcher_is_a_single_process(monkeypatch):

@@ -89,7 +89,8 @@ def _score(criterion, logits, targets, labels: bool):
 
 def _forward_within_memory(model, x):
     """model(x) in inference, the batch halved as often as a kernel refuses it for fastcnn's memory limit (which
-    it does before allocating): a huge batch_size still runs, in smaller pieces, with the same per-image results."""
+    it does before allocating): a huge batch_size still runs, in smaller pieces. Each image's result is equal up to
+    float32 rounding, not bitwise: a kernel may sum in another order for fewer rows (Linear does for <= 4)."""
     try:
         return model(x)
     except MemoryError:
@@ -245,7 +246,10 @@ def fit(model, x, y=None, *, epochs, batch_size=64, optimizer=None, loss=None, v
 
     Returns:
         a `History`. With Ctrl-C (or a KeyboardInterrupt raised by a callback) training stops after the current
-        batch, `on_train_end` runs and the History comes back with `.interrupted = True`.
+        batch, `on_train_end` runs and the History comes back with `.interrupted = True`. With `distributed=` over
+        several processes a Ctrl-C stops them all together after the next batch, but a KeyboardInterrupt that cuts
+        the loop (a second Ctrl-C, or one raised by a callback) ends the whole launch with exit status 130: the
+        processes could no longer agree where to stop (docs/distributed.md).
 
     Raises:
         ValueError / TypeError: bad arguments or data (non-finite values, labels out of range, mismatched lengths).
@@ -379,6 +383,7 @@ def fit(model, x, y=None, *, epochs, batch_size=64, optimizer=None, loss=None, v
                     interrupted = interrupts.requested
                     break
         except KeyboardInterrupt:  # during validation, in a callback, or a second Ctrl-C
+            loop.interrupted_at_once(interrupts)
             interrupted = True
         if interrupted:
             optimizer.zero_grad()  # a batch cut short may have left gradients behind
@@ -426,7 +431,7 @@ class _Loop:
                 if self.stop_requested(interrupts):
                     break
         except KeyboardInterrupt:
-            interrupts.requested = True
+            self.interrupted_at_once(interrupts)
         if _current_lr(optimizer) is not None:  # what a per-batch schedule may have changed last
             logs["lr"] = _current_lr(optimizer)
         return logs
@@ -457,6 +462,10 @@ class _Loop:
         self.optimizer.step()
         self.optimizer.zero_grad()
         return xb.shape[0], value, hits
+
+    def interrupted_at_once(self, interrupts) -> None:
+        """A KeyboardInterrupt cut the loop wherever it was (a second Ctrl-C, or raised by a callback): stop."""
+        interrupts.requested = True
 
     def stop_requested(self, interrupts) -> bool:
         """Whether to stop after this batch or epoch: a callback set model.stop_training, or Ctrl-C."""

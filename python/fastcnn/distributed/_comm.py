@@ -152,7 +152,8 @@ class MPICommunicator(Communicator):
         """
         local = self._comm.Split_type(self._MPI.COMM_TYPE_SHARED)
         try:
-            mine = tuple(sorted(os.sched_getaffinity(0)))
+            # Without affinity masks (macOS, Windows) nothing tells pinned ranks apart: all on the host share.
+            mine = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else None
             return sum(1 for mask in local.allgather(mine) if mask == mine)
         finally:
             local.Free()
@@ -196,13 +197,14 @@ def init(threads=None) -> Communicator:
     """The communicator of this launch: MPI over every process when started by mpiexec (or srun), else a single
     process. Call it once at the start of a script; later calls return the same communicator.
 
-    Under MPI with several processes it also sets the kernels' thread count of this process, and makes an uncaught
-    exception on any rank end the whole launch instead of leaving the others waiting.
+    Under MPI with several processes the first call also sets the kernels' thread count of this process, and makes
+    an uncaught exception on any rank end the whole launch instead of leaving the others waiting.
 
     Args:
-        threads: kernel threads for this process (`fastcnn.set_num_threads`). Default: None, which under MPI with
-            several processes means $OMP_NUM_THREADS when set, else the usable cores divided by the processes
-            sharing them (`default_threads`); a single process keeps its setting.
+        threads: kernel threads for this process (`fastcnn.set_num_threads`), set on every call that passes it.
+            Default: None, which on the first call under MPI with several processes means $OMP_NUM_THREADS when
+            set, else the usable cores divided by the processes sharing them (`default_threads`); a single process,
+            and every later call, keeps the current setting.
 
     Returns:
         a `Communicator` (`MPICommunicator` or `SingleProcess`).
@@ -221,10 +223,12 @@ def init(threads=None) -> Communicator:
         _world = MPICommunicator() if launched_by_mpi() else SingleProcess()
         if _world.size > 1:
             _abort_on_uncaught_exception(_world)
+            # Only here, when the launch's communicator is created: later calls (fit(distributed=True) makes one)
+            # must not undo a set_num_threads the script made since.
+            if threads is None and not os.environ.get("OMP_NUM_THREADS"):
+                set_num_threads(default_threads(_world.processes_sharing_cores()))
     if threads is not None:
         set_num_threads(int(threads))
-    elif _world.size > 1 and not os.environ.get("OMP_NUM_THREADS"):
-        set_num_threads(default_threads(_world.processes_sharing_cores()))
     return _world
 
 

@@ -54,7 +54,8 @@ def _check_paths(data, input_shape):
 
 def predict(model, data, client, *, batch_size: int = 256, files_per_task: int = 64, input_shape=None) -> np.ndarray:
     """Class probabilities (N, classes), float32, of `model` over `data`, computed by the workers of a Dask cluster;
-    the same numbers as `fastcnn.predict(model, x)` on the whole data.
+    equal, up to float32 rounding, to `fastcnn.predict(model, x)` on the whole data (the kernels may sum in another
+    order for another batch size, so the last bits can differ).
 
     The model is scattered once to every worker (a copy in eval mode; it pickles to its architecture and weights
     only) and each task refers to that copy. Workers read their own data: the blocks of a Dask array are computed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 
 import numpy as np
 
@@ -125,6 +126,9 @@ class _DistributedLoop(training._Loop):
         control[_NONFINITE] = float(not finite)
         totals = self.averager.average()
         if totals[_NONFINITE] > 0:
+            # The ranks with a finite loss ran backward already: leave no gradient behind, as one process does
+            # (it stops before backward).
+            self.averager.gradients.fill(0.0)
             training._diverged(self.fn, f"the loss or the model's outputs became NaN or infinite on "
                                         f"{int(totals[_NONFINITE])} of {self.comm.size} processes", epoch, batch,
                                self.optimizer)
@@ -135,6 +139,20 @@ class _DistributedLoop(training._Loop):
         global_count = int(totals[_COUNT])
         return global_count, float(totals[_LOSS_SUM]) / global_count, (None if hits is None else
                                                                        int(totals[_CORRECT]))
+
+    def interrupted_at_once(self, interrupts) -> None:
+        """A KeyboardInterrupt lands where it lands: another rank may be in this step's gradient Allreduce while this
+        one would enter a small one to agree on stopping, and mismatched collectives fail or wait for ever. Only the
+        agreed request (one Ctrl-C, a flag that travels with the gradients) stops every rank together; anything
+        else ends the launch, with the status a shell gives an interrupted command."""
+        if self.comm.size == 1:
+            super().interrupted_at_once(interrupts)
+            return
+        print(f"{self.fn}: KeyboardInterrupt on process {self.comm.rank} of {self.comm.size} cut training at a point "
+              f"the other processes do not share (a second Ctrl-C, or raised by a callback), so they cannot stop "
+              f"together: ending the whole launch with status 130. One Ctrl-C stops every process after the next "
+              f"batch; a callback stops training with model.stop_training = True", file=sys.stderr)
+        self.comm.abort(130)
 
     def stop_requested(self, interrupts) -> bool:
         # Within an epoch: what the last step's Allreduce agreed (a request made during a batch's callbacks takes

@@ -54,7 +54,9 @@ class GradientAverager:
             raise ValueError(f"{fn}: extra must be an int >= 0; got {extra!r}")
         params = list(params)
         if len({id(p) for p in params}) != len(params):
-            raise ValueError(f"{fn}: params must list each parameter once")
+            repeated = len(params) - len({id(p) for p in params})
+            raise ValueError(f"{fn}: params must list each parameter once; got {len(params)} entries holding "
+                             f"{len(params) - repeated} distinct parameters ({repeated} repeated)")
         total = sum(p.data.size for p in params)
         self.buffer = np.zeros(total + int(extra), dtype=np.float32)
         self.gradients = self.buffer[:total]

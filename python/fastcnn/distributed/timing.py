@@ -26,10 +26,17 @@ def _median_seconds(run, repeats: int, comm) -> float:
         comm.barrier()
         started = time.perf_counter()
         run()
-        elapsed = np.array([time.perf_counter() - started])
-        comm.allreduce_(elapsed)  # a sum; the mean over ranks is close to the slowest for a collective
-        times[index] = elapsed[0] / comm.size
+        times[index] = _slowest(time.perf_counter() - started, comm)
     return float(np.median(times))
+
+
+def _slowest(seconds: float, comm) -> float:
+    """The largest of every rank's `seconds`. The communicator only sums: each rank writes its time into its own
+    slot of a zero vector, so the sum holds every rank's time and the maximum is read off it."""
+    slots = np.zeros(comm.size)
+    slots[comm.rank] = seconds
+    comm.allreduce_(slots)
+    return float(slots.max())
 
 
 def _lenet_step_seconds(repeats: int, comm) -> float:

@@ -58,7 +58,10 @@ class Parameter:
         if storage.shape != self.data.shape:
             raise ValueError(f"{fn}: storage must have the parameter's shape {self.data.shape}; got {storage.shape}")
         if not (storage.flags.c_contiguous and storage.flags.writeable):
-            raise ValueError(f"{fn}: storage must be C-contiguous and writeable")
+            raise ValueError(f"{fn}: storage must be C-contiguous and writeable; got an array of shape "
+                             f"{storage.shape} with strides {storage.strides} that is "
+                             + " and ".join(w for w, ok in (("not C-contiguous", storage.flags.c_contiguous),
+                                                            ("read-only", storage.flags.writeable)) if not ok))
         storage[...] = self.grad
         self.grad = storage
 
