@@ -336,6 +336,15 @@ def test_demo_says_it_is_not_available_where_this_install_has_none(monkeypatch):
     assert_one_line_error(*run(["demo"]), "the browser demo is not available in this version of fastcnn")
 
 
+@pytest.mark.parametrize("batch_size, processes, expected", [
+    (64, 1, (64, 64)), (64, 4, (16, 64)), (64, 3, (21, 63)), (2, 3, (1, 3)),
+])
+def test_batch_size_is_split_across_processes_into_the_global_batch_really_trained(batch_size, processes, expected):
+    # (per process, global): under mpiexec the run records and prints the global batch, not --batch-size, when
+    # the division leaves some over (tests/test_distributed_mpi.py runs it under mpiexec).
+    assert cli._split_batch(batch_size, processes) == expected
+
+
 def test_help_and_version_exit_0():
     status, out, _ = run(["--help"])
     assert status == 0 and "train" in out and "predict" in out

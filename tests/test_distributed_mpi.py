@@ -371,17 +371,20 @@ def test_command_line_train_under_mpiexec(tmp_path):
     pytest.importorskip("sklearn", reason="the digits dataset needs scikit-learn")
     pytest.importorskip("matplotlib", reason="fastcnn train draws its figures with matplotlib")
     out = tmp_path / "run"
-    command = [MPIEXEC, "-n", "2", sys.executable, "-m", "fastcnn", "train", "--dataset", "digits", "--epochs", "2",
-               "--batch-size", "32", "--out", str(out), "--quiet", "--threads", "1"]
+    # 3 processes and --batch-size 32: 10 each, so the global batch really trained is 30.
+    command = [MPIEXEC, "-n", "3", sys.executable, "-m", "fastcnn", "train", "--dataset", "digits", "--epochs", "2",
+               "--batch-size", "32", "--out", str(out), "--threads", "1"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT * 2,
                           env={**os.environ, "MPLBACKEND": "Agg"})
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("test accuracy:") == 1, done.stdout  # rank 0 alone reports
+    assert "batch 30 (10 on each of 3 processes; --batch-size 32 is not a multiple of 3)" in done.stdout, done.stdout
     history = json.loads((out / "history.json").read_text())
     assert len(history["epoch"]) == 2 and history["test"]["accuracy"] > 0.8
     metadata = fastcnn.io.load_metadata(out / "model.npz")
-    assert metadata["hyperparameters"]["processes"] == 2
-    assert metadata["hyperparameters"]["batch_size"] == 32
+    assert metadata["hyperparameters"]["processes"] == 3
+    assert metadata["hyperparameters"]["batch_size"] == 30
+    assert metadata["hyperparameters"]["requested_batch_size"] == 32
 
 
 # --- in this process: the single-process communicator and the argument checks ---------------------------------

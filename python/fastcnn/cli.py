@@ -24,8 +24,9 @@ resizing) averages brighter than mid-gray: a dark digit drawn on white paper. `-
 RGB images are never inverted automatically.
 
 `mpiexec -n N fastcnn train ...` trains data-parallel on N processes (docs/distributed.md): --batch-size is the
-global batch, split evenly across them, each process uses cores / N kernel threads unless --threads says otherwise,
-and rank 0 alone prints and writes the run's folder.
+global batch, split evenly across them (64 on 3 processes trains 21 on each: a global batch of 63, which the run
+prints and records), each process uses cores / N kernel threads unless --threads says otherwise, and rank 0 alone
+prints and writes the run's folder.
 
 Exit status: 0 on success; 2 with one line `fastcnn: error: ...` on stderr for a bad argument, a missing or corrupt
 model file, an unreadable image or missing data (the line says how to install it); 1 when training diverges; 130
@@ -309,6 +310,17 @@ def _augmentation(dataset: str, size: int):
     return augment.Compose(steps)
 
 
+def _split_batch(batch_size: int, processes: int) -> tuple[int, int]:
+    """(per-process batch, global batch) for --batch-size on `processes` processes.
+
+    --batch-size is the global batch, split across the processes, so that the same hyper-parameters train the same
+    way on any number of them (no learning-rate rescaling needed). Each process takes batch_size // processes (at
+    least 1), so the global batch really trained is that times the processes: 63 for 64 on 3 processes.
+    """
+    local = max(1, batch_size // processes)
+    return local, local * processes
+
+
 def _train(args) -> int:
     import importlib.util
 
@@ -337,12 +349,14 @@ def _train(args) -> int:
     else:
         optimizer = optim.SGD(model.parameters(), lr=hp["learning_rate"], momentum=SGD_MOMENTUM)
     augmentation = _augmentation(args.dataset, size) if args.augment else None
-    # --batch-size is the global batch, split across the processes, so that the same hyper-parameters train the
-    # same way on any number of them (no learning-rate rescaling needed).
-    local_batch = max(1, hp["batch_size"] // processes)
+    local_batch, global_batch = _split_batch(hp["batch_size"], processes)
+    split = ""
+    if processes > 1:
+        split = f" ({local_batch} on each of {processes} processes" + (
+            f"; --batch-size {hp['batch_size']} is not a multiple of {processes}" if global_batch != hp["batch_size"]
+            else "") + ")"
     say(f"training the tutorial CNN ({model.num_parameters():,} parameters) for {hp['epochs']} epochs: "
-        f"{args.optimizer}, lr {hp['learning_rate']:g}, batch {hp['batch_size']}"
-        + (f" ({local_batch} on each of {processes} processes)" if processes > 1 else "")
+        f"{args.optimizer}, lr {hp['learning_rate']:g}, batch {global_batch}{split}"
         + (", augmented" if augmentation else ""))
     started = time.perf_counter()
     try:
@@ -361,6 +375,8 @@ def _train(args) -> int:
     settings = {**hp, "optimizer": args.optimizer, "augment": bool(args.augment), "seed": args.seed}
     if processes > 1:
         settings["processes"] = processes
+    if global_batch != hp["batch_size"]:  # the batch the model really trained with, and what was asked
+        settings["batch_size"], settings["requested_batch_size"] = global_batch, hp["batch_size"]
     done = len(history.epoch)
     io.save(model, folder / MODEL_FILE, input_shape=[channels, size, size], class_names=names, dataset=args.dataset,
             hyperparameters=settings, test_loss=scores["loss"], test_accuracy=scores["accuracy"],
