@@ -144,6 +144,12 @@ bool all_finite(const float* values, index_t count) {
   return special == 0;
 }
 
+// A plain loop, not memcpy: rows here are 8-60 floats, where the call costs more than the copy (memmove was 17% of
+// a 32x32 weight gradient).
+inline void copy_row(float* dst, const float* src, index_t count) {
+  for (index_t i = 0; i < count; ++i) dst[i] = src[i];
+}
+
 // The planes of one (sample, group) into its zero-padded copy (and the slack after it zeroed). Returns whether
 // every value copied is finite when asked to check.
 bool pad_unit(const ConvGeometry& g, const PaddedInput& pad, const float* src, float* dst, bool check_finite) {
@@ -153,8 +159,7 @@ bool pad_unit(const ConvGeometry& g, const PaddedInput& pad, const float* src, f
   for (index_t c = 0; c < cin_g; ++c) {
     const float* plane = src + c * g.in_plane();
     float* out = dst + c * pad.height * pad.width + g.pad_top * pad.width + g.pad_left;
-    for (index_t h = 0; h < g.in_height; ++h)
-      std::memcpy(out + h * pad.width, plane + h * g.in_width, static_cast<std::size_t>(g.in_width) * sizeof(float));
+    for (index_t h = 0; h < g.in_height; ++h) copy_row(out + h * pad.width, plane + h * g.in_width, g.in_width);
     if (check_finite) finite = finite && all_finite(plane, g.in_plane());
   }
   return finite;
@@ -167,9 +172,11 @@ void spread_rows(const ConvGeometry& g, const PaddedInput& pad, const float* dy_
   for (index_t o = 0; o < channels; ++o) {
     const float* src = dy_planes + o * g.out_plane();
     float* row = dst + o * length;
-    std::fill(row, row + length, 0.0f);
-    for (index_t oh = 0; oh < g.out_height; ++oh)
-      std::memcpy(row + oh * pad.width, src + oh * g.out_width, static_cast<std::size_t>(g.out_width) * sizeof(float));
+    for (index_t oh = 0; oh < g.out_height; ++oh, row += pad.width) {  // each value written once
+      copy_row(row, src + oh * g.out_width, g.out_width);
+      for (index_t w = g.out_width; w < pad.width; ++w) row[w] = 0.0f;
+    }
+    std::fill(row, dst + (o + 1) * length, 0.0f);
   }
 }
 
@@ -285,6 +292,9 @@ struct WeightPlan {
   // horizontal sum per block). Along channels: taps x channels tiles summed over exactly the output pixels.
   Vectors vectors;
   index_t row_length;  // along pixels: grad_output rows on the padded width, H_out * Wp rounded up to a vector
+  // along pixels, when W_out is a whole number of vectors: grad_output read in place, row by row, with no wrapped
+  // columns to lay out or to waste
+  bool in_place;
   index_t channel_panels;  // along channels: output channels per group in NR-wide panels
   index_t sample_chunks, row_chunks, items;
   index_t block_samples;  // samples an item lays out at a time (its thread's buffer holds that many)
@@ -304,10 +314,12 @@ WeightPlan plan_weight(const ConvGeometry& g, int threads) {
                                 static_cast<double>(taps) / (ceil_div(taps, mr) * mr);
   plan.vectors = along_channels > along_pixels + kChannelVectorMargin ? Vectors::along_channels : Vectors::along_pixels;
   plan.channel_panels = ceil_div(cout_g, gemm.nr);
+  plan.in_place = plan.vectors == Vectors::along_pixels && g.out_width % vl == 0;
   // The batch is summed in chunks fixed by the geometry alone, partials added in chunk order. A chunk holds
   // enough samples for long sums (along pixels, each tile ends with a horizontal sum per element), and there
   // are at most kWeightSampleChunks of them (each has a partial gradient).
   const index_t long_sums = plan.vectors == Vectors::along_pixels ? ceil_div(kWeightSumFloats, plan.row_length) : 1;
+  // (in place, a sample's sum is H_out * W_out long: shorter than row_length, but only by the wrapped columns)
   const index_t samples = std::max(long_sums, ceil_div(g.batch, kWeightSampleChunks));
   plan.sample_chunks = ceil_div(g.batch, std::min(samples, g.batch));
   // Threads share the work by (chunk, group), and split the kernel taps when there are too few of those.
@@ -317,9 +329,9 @@ WeightPlan plan_weight(const ConvGeometry& g, int threads) {
   plan.threads = static_cast<int>(std::min<index_t>(threads, plan.items));
   // Each item lays out its samples' padded inputs and grad_output rows in its thread's buffer, a block of at most
   // kMaxImplicitSegments samples at a time: the workspace does not grow with the batch.
-  const index_t grad_floats = plan.vectors == Vectors::along_pixels
-                                  ? checked_mul(cout_g, plan.row_length, "conv2d")
-                                  : checked_mul(plan.channel_panels * gemm.nr, g.out_plane(), "conv2d");
+  const index_t grad_floats = plan.vectors == Vectors::along_channels
+                                  ? checked_mul(plan.channel_panels * gemm.nr, g.out_plane(), "conv2d")
+                                  : plan.in_place ? 0 : checked_mul(cout_g, plan.row_length, "conv2d");
   const index_t per_sample = checked_add(plan.pad.floats, grad_floats, "conv2d");
   const index_t wanted = std::max(long_sums, kWeightBlockFloats / per_sample);
   plan.block_samples = std::clamp<index_t>(wanted, 1, std::min(kMaxImplicitSegments, ceil_div(g.batch, plan.sample_chunks)));
@@ -513,14 +525,22 @@ bool implicit_backward_weight(const ConvGeometry& g, int threads, const float* d
       for (index_t s = 0; s < count; ++s) {
         const index_t n = first + s;
         float* padded = inputs + s * pad.floats;
-        float* spread = rows + s * cout_g * length;
-        if (!pad_unit(g, pad, x + (n * g.in_channels + group * cin_g) * g.in_plane(), padded, true)) finite[item] = 0;
-        spread_rows(g, pad, dy + (n * g.out_channels + group * cout_g) * g.out_plane(), cout_g, length, spread);
-        a[s] = spread;
+        const float* grads = dy + (n * g.out_channels + group * cout_g) * g.out_plane();
+        // in place there are no wrapped columns, so non-finite inputs meet only the products they belong to
+        if (!pad_unit(g, pad, x + (n * g.in_channels + group * cin_g) * g.in_plane(), padded, !plan.in_place))
+          finite[item] = 0;
+        if (!plan.in_place) {
+          float* spread = rows + s * cout_g * length;
+          spread_rows(g, pad, grads, cout_g, length, spread);
+          grads = spread;
+        }
+        a[s] = grads;
         b[s] = padded;
       }
-      gemm.multiply_abt_implicit(cout_g, r1 - r0, count, length, a, length, b, offsets.data() + r0, target, patch,
-                                 first > n0);
+      const DotRows pieces = plan.in_place ? DotRows{g.out_height, g.out_width, g.out_width, pad.width}
+                                           : DotRows{1, length, 0, 0};
+      gemm.multiply_abt_implicit(cout_g, r1 - r0, count, pieces, a, plan.in_place ? g.out_plane() : length, b,
+                                 offsets.data() + r0, target, patch, first > n0);
     }
   });
   // The wrapped columns multiply real inputs by zero: exact for finite inputs, but 0 * inf is NaN where PyTorch

@@ -15,6 +15,12 @@ namespace fastcnn {
 
 constexpr index_t kMaxImplicitSegments = 64;
 
+// The rows multiply_abt_implicit takes inner products of: `count` pieces of `length` floats (a multiple of the
+// vector width), piece r starting a_stride * r floats after the row's start in A and b_stride * r in B.
+struct DotRows {
+  index_t count, length, a_stride, b_stride;
+};
+
 struct MatrixView {
   const float* data;
   index_t row_stride;  // distance between A(i, k) and A(i + 1, k)
@@ -42,8 +48,8 @@ struct GemmKernel {
   void (*multiply_implicit)(index_t M, index_t N, index_t K, const float* packed_a, const float* base,
                             const index_t* offsets, float* C, index_t ldc);
   // C (M x N) (+)= sum over s < S of A_s * B_s^T, row i of A_s at a[s] + i * lda and row j of B_s at
-  // b[s] + offsets[j], rows of length L (a multiple of vector_floats); S <= kMaxImplicitSegments.
-  void (*multiply_abt_implicit)(index_t M, index_t N, index_t S, index_t L, const float* const* a, index_t lda,
+  // b[s] + offsets[j], rows in pieces as DotRows says; S <= kMaxImplicitSegments.
+  void (*multiply_abt_implicit)(index_t M, index_t N, index_t S, const DotRows& rows, const float* const* a, index_t lda,
                                 const float* const* b, const index_t* offsets, float* C, index_t ldc, bool accumulate);
   // out (rows x M, row stride ldo) = A * B for 1 <= rows <= mr, A(i, k) = base[offsets[k] + pixels[i]] and B the
   // K x M matrix packed whole in NR-column panels (panel j0 at j0 * K holding [k][NR], columns past M zero).

@@ -45,6 +45,7 @@ CONV_CASES = [
     (2, 32, 20, 20, 32, 3, 1, 0, 2, 1, True),             # dilation
     (2, 64, 8, 8, 64, 3, 1, 1, 1, 2, True),               # groups
     (2, 15, 8, 8, 44, 3, 1, 1, 1, 1, True),               # a partial channel vector; 135 taps: a short tap tile
+    (3, 4, 16, 32, 8, 3, 1, 1, 1, 1, True),               # W_out = 32: the weight gradient reads grad_output in place
     (1, 16, 70, 70, 9, 3, 1, 1, 1, 1, True),              # several im2col column blocks
     # many samples with small planes: GEMM blocks that span several whole samples
     (40, 3, 7, 6, 5, 3, 1, 1, 1, 1, True),
@@ -217,6 +218,7 @@ NON_FINITE_CASES = [
     (2, 3, 7, 9, 4, 3, 0, 1, 1),
     (2, 8, 9, 8, 8, 5, 2, 1, 1),
     (2, 8, 10, 10, 8, 3, 2, 2, 2),
+    (2, 4, 16, 16, 8, 3, 1, 1, 1),  # W_out a whole number of vectors: grad_output read in place
 ]
 
 
