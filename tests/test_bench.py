@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fastcnn
-from fastcnn import _bench_plot, _bench_targets, _bench_training, bench, cli
+from fastcnn import _bench_memory, _bench_plot, _bench_report, _bench_targets, _bench_training, bench, cli
 
 TORCH = importlib.util.find_spec("torch") is not None
 MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
@@ -61,12 +61,16 @@ def test_quick_run_kernel_rows_are_checked_timed_and_judged(quick_run):
         assert positive_finite(row["speedup_vs_reference"])
     for row in conv:
         assert positive_finite(row["percent_of_sgemm_peak"]["fastcnn"])
-        assert row["issue_target"] == _bench_targets.CONV_TARGETS[row["shape"]].describe()
-        assert row["meets_issue_target"] in ((True, False) if TORCH else (False, None))
-        assert row["meets_target"] is None  # the core issue's 3x target is stated at 2 threads
+        # Both issues state their targets at 2 threads: a 1-thread row gets neither target nor verdict.
+        assert row["issue_target"] is None and row["meets_issue_target"] is None
+        assert row["meets_target"] is None
+    for cells in markdown_rows(markdown, "conv2d forward", "## Convolution"):
+        assert cells[2] == "1" and cells[-3:] == ["-", "-", "-"]  # target 3x ref met, issue 6 target, issue 6 met
     summaries = report["pool_forward_backward"]
     assert [summary["kind"] for summary in summaries] == ["max_pool2d", "avg_pool2d"]
     assert all(positive_finite(summary["ms"]["fastcnn"]) for summary in summaries)
+    assert all(summary["target"] is None and summary["meets_target"] is None for summary in summaries)
+    assert "issue 6 targets are stated at 2 threads, so only rows measured at 2 threads are judged" in markdown
     assert report["two_thread_speedup"] == []  # one thread count measured: nothing to divide
     for heading in ("## Convolution", "issue 6 target", "target 3x ref", "### 2-thread speedup", "(not measured",
                     "## Pooling", "### Forward + backward"):
@@ -82,6 +86,7 @@ def test_quick_run_trains_and_infers_in_both_libraries(quick_run):
             assert positive_finite(row["images_per_second"][library])
             assert all(positive_finite(seconds) for seconds in row["epoch_seconds"][library])
             assert positive_finite(row["final_loss"][library])
+        assert row["target"] is None and row["meets_target"] is None  # judged at 2 threads only
     assert [row["batch_size"] for row in report["inference"]] == list(_bench_training.INFERENCE_BATCH_SIZES)
     for row in report["inference"]:
         assert len(row["paths"]) == (3 if TORCH else 2)
@@ -89,7 +94,7 @@ def test_quick_run_trains_and_infers_in_both_libraries(quick_run):
             assert positive_finite(path["median_us"]) and positive_finite(path["images_per_second"])
             assert path["check"] == ("ok" if TORCH else "unchecked")
         assert row["fastest_fastcnn_path"] in row["paths"]
-    assert report["inference"][0]["target_us"] == _bench_targets.BATCH1_LATENCY_TARGET_US
+    assert all(row["target_us"] is None and row["meets_target"] is None for row in report["inference"])
     assert "## Training throughput" in markdown and "## Inference" in markdown
 
 
@@ -136,7 +141,8 @@ def markdown_rows(markdown: str, first_cell: str, section: str = "") -> list[lis
 def test_a_wrong_convolution_is_marked_wrong_and_never_meets_a_target(monkeypatch, tmp_path):
     correct = fastcnn.functional.conv2d
     monkeypatch.setattr(fastcnn.functional, "conv2d", lambda *args, **kwargs: correct(*args, **kwargs) + 1.0)
-    status, markdown, _ = run_bench(["--quick", "--threads", "1", "--only", "conv", "--json", str(tmp_path / "r.json")])
+    # At 2 threads, where the targets are judged.
+    status, markdown, _ = run_bench(["--quick", "--threads", "2", "--only", "conv", "--json", str(tmp_path / "r.json")])
     assert status == 0
     rows = json.loads((tmp_path / "r.json").read_text())["results"]
     forward = [row for row in rows if row["op"] == "conv2d forward"]
@@ -152,7 +158,7 @@ def test_a_model_that_computes_something_else_gets_no_training_or_inference_rati
     pytest.importorskip("torch")
     correct = fastcnn.nn.Linear.forward
     monkeypatch.setattr(fastcnn.nn.Linear, "forward", lambda self, x: correct(self, x) + 1.0)
-    status, markdown, _ = run_bench(["--quick", "--threads", "1", "--only", "train,infer", "--train-images", "64",
+    status, markdown, _ = run_bench(["--quick", "--threads", "2", "--only", "train,infer", "--train-images", "64",
                                      "--json", str(tmp_path / "r.json")])
     assert status == 0
     report = json.loads((tmp_path / "r.json").read_text())
@@ -183,7 +189,7 @@ def test_bad_arguments_exit_2_with_one_line(argv, fragment):
     assert len(lines) == 1 and lines[0].startswith("fastcnn bench: error: ") and fragment in lines[0], err
 
 
-def conv_row(check="ok", torch=None, reference=None, peak=None, shape=None, threads=1, op="conv2d forward", ms=None):
+def conv_row(check="ok", torch=None, reference=None, peak=None, shape=None, threads=2, op="conv2d forward", ms=None):
     return {"op": op, "shape": shape or bench.CONV_SHAPES[5].label(), "threads": threads, "check": {"fastcnn": check},
             "speedup_vs_torch": torch, "speedup_vs_reference": reference, "gflops": {},
             "percent_of_sgemm_peak": {"fastcnn": peak}, "ms": ms or {"fastcnn": 1.0, "torch": 1.0}}
@@ -200,6 +206,49 @@ def test_conv_targets_need_every_figure_and_a_correct_result():
     _bench_targets.judge_conv_row(first)  # no peak target on the small shapes
     assert first["meets_issue_target"] is True and first["issue_target"] == ">=1.0x torch, >=5x ref"
     assert set(_bench_targets.LARGEST_SHAPE_LABELS) == {shape.label() for shape in bench.CONV_SHAPES[3:]}
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_issue_targets_are_judged_at_2_threads_only(threads):
+    # The issue: "Targets (2 threads, this machine, measured against PyTorch in the same run)".
+    for row in (conv_row(torch=9.0, reference=9.0, peak=99, threads=threads),
+                conv_row("WRONG", torch=0.1, reference=0.1, peak=1, threads=threads)):
+        _bench_targets.judge_conv_row(row)
+        assert row["issue_target"] is None and row["meets_issue_target"] is None
+        timed = {**row, "ms": {name: 1.0 for name in bench.IMPLEMENTATIONS}, "gflops": {"fastcnn": 1.0, "torch": 1.0},
+                 "meets_target": None}
+        assert _bench_report.conv_table([timed]).splitlines()[-1].endswith("| - | - | - |")
+    pool = [{"op": op, "shape": "s", "threads": threads, "check": {"fastcnn": "ok"},
+             "ms": {"fastcnn": 1.0, "torch": 9.0}} for op in ("max_pool2d forward (+indices)", "max_pool2d backward")]
+    (summary,) = _bench_targets.pool_forward_backward(pool)
+    assert summary["speedup_vs_torch"] == 9.0 and summary["target"] is None and summary["meets_target"] is None
+    fast = {"fastcnn model(x), no_grad": {"median_us": 1.0, "check": "ok"}}
+    row = {"batch_size": 1, "threads": threads, "paths": fast}
+    _bench_training.add_inference_verdicts(row)
+    assert row["target_us"] is None and row["meets_target"] is None
+
+
+@pytest.mark.parametrize("check, met, cell", [("ok", True, "yes"), ("WRONG", False, "no"), ("unchecked", None, "?")])
+def test_batch_1_inference_verdict_at_2_threads_needs_a_checked_path(check, met, cell):
+    # Unchecked (no PyTorch to compare with) can tell nothing, as an unchecked training row.
+    row = {"model": "lenet5", "batch_size": 1, "threads": 2,
+           "paths": {"fastcnn model(x), no_grad": {"median_us": 1.0, "images_per_second": 1e6, "check": check}}}
+    _bench_training.add_inference_verdicts(row)
+    assert row["target_us"] == _bench_targets.BATCH1_LATENCY_TARGET_US and row["meets_target"] is met
+    assert _bench_report.inference_table([row]).splitlines()[-1].endswith(f"| <=60 us | {cell} |")
+
+
+@pytest.mark.parametrize("printed", ["", "not json\n", "[1, 2]\n"])
+def test_a_memory_child_that_exits_0_without_a_json_row_gives_an_error_row(monkeypatch, tmp_path, printed):
+    # A real child process standing in for the Python interpreter: it exits 0 after printing `printed`.
+    child = tmp_path / "child.sh"
+    child.write_text(f"#!/bin/sh\nprintf '{printed}'\nexit 0\n")
+    child.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(child))
+    row = _bench_memory.measure_memory("fastcnn", "lenet5", 64, 3, 1, 0)
+    assert row["error"].startswith("exit status 0 but printed "), row
+    assert row["model"] == "lenet5" and "training_mib" not in row
+    assert "ERROR: exit status 0 but printed" in _bench_report.memory_table([row], _bench_targets.judge_memory([row]))
 
 
 def test_two_thread_speedup_and_pooling_sums_are_derived_from_the_rows():

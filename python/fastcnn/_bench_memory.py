@@ -41,7 +41,14 @@ def measure_memory(library: str, model: str, batch_size: int, steps: int, thread
     if child.returncode != 0:
         last_line = (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
         return {**row, "error": last_line}
-    result = json.loads(child.stdout.strip().splitlines()[-1])
+    lines = child.stdout.strip().splitlines()
+    try:
+        result = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        result = None
+    if not isinstance(result, dict) or not isinstance(result.get("training_mib"), (int, float)):
+        shown = repr(lines[-1][:200]) if lines else "nothing"
+        return {**row, "error": f"exit status 0 but printed {shown}, not a JSON row with training_mib"}
     log(f"[{threads} thread(s)] training memory {model}, {library}: {result['training_mib']:.1f} MiB")
     return {**row, **result}
 
