@@ -75,6 +75,10 @@ struct ImplicitPlan {
   index_t chunks;         // work items per unit: ranges of GEMM columns (along pixels) or of output rows
   index_t chunk_columns;  // along pixels: a multiple of NR
   index_t chunk_pixels;   // along channels: a multiple of MR
+  // along pixels, when W_out is a whole number of NR-wide tiles: tiles are output rows, written straight into y
+  // (no wrapped columns, no staging copy), and chunks are ranges of chunk_rows output rows
+  bool row_tiles;
+  index_t chunk_rows;
   index_t items;
   index_t padded_m;       // along pixels: output channels per group rounded up to the panel rows
   index_t weight_panel;   // along channels: output channels per group rounded up to NR
@@ -101,13 +105,19 @@ ImplicitPlan plan_implicit(const ConvGeometry& g, int threads) {
   const index_t wanted_chunks = ceil_div(2 * threads, plan.units);
   index_t tile_floats = 0;
   if (plan.vectors == Vectors::along_pixels) {
-    const index_t budget_columns = std::max<index_t>(nr, kStagingBudgetFloats / cout_g / nr * nr);
-    plan.chunk_columns = std::min(budget_columns, ceil_div(ceil_div(plan.pad.columns, wanted_chunks), nr) * nr);
-    plan.chunks = ceil_div(plan.pad.columns, plan.chunk_columns);
     const index_t rows = gemm.implicit_panel_rows(cout_g);
     plan.padded_m = ceil_div(cout_g, rows) * rows;
     plan.weight_floats = checked_mul(g.groups, checked_mul(plan.padded_m, patch, "conv2d"), "conv2d");
-    tile_floats = checked_mul(cout_g, plan.chunk_columns, "conv2d");
+    plan.row_tiles = g.out_width % nr == 0;
+    if (plan.row_tiles) {
+      plan.chunk_rows = ceil_div(g.out_height, std::min(wanted_chunks, g.out_height));
+      plan.chunks = ceil_div(g.out_height, plan.chunk_rows);
+    } else {
+      const index_t budget_columns = std::max<index_t>(nr, kStagingBudgetFloats / cout_g / nr * nr);
+      plan.chunk_columns = std::min(budget_columns, ceil_div(ceil_div(plan.pad.columns, wanted_chunks), nr) * nr);
+      plan.chunks = ceil_div(plan.pad.columns, plan.chunk_columns);
+      tile_floats = checked_mul(cout_g, plan.chunk_columns, "conv2d");
+    }
   } else {
     const index_t tiles = ceil_div(g.out_plane(), gemm.mr);
     plan.chunk_pixels = ceil_div(tiles, std::min(wanted_chunks, tiles)) * gemm.mr;
@@ -217,6 +227,14 @@ void pack_transposed_whole(index_t M, index_t K, const float* src, index_t nr, f
     float* panel = packed + j0 * K;
     for (index_t k = 0; k < K; ++k)
       for (index_t j = 0; j < nr; ++j) panel[k * nr + j] = j0 + j < M ? src[(j0 + j) * K + k] : 0.0f;
+  }
+}
+
+// bias[c] added to `count` outputs of each of `channels` rows `stride` apart.
+void add_bias(float* rows, index_t stride, index_t count, index_t channels, const float* bias) {
+  for (index_t c = 0; c < channels; ++c) {
+    float* row = rows + c * stride;
+    for (index_t i = 0; i < count; ++i) row[i] += bias[c];
   }
 }
 
@@ -403,6 +421,16 @@ void implicit_forward(const ConvGeometry& g, int threads, const float* x, const 
     const float* bias = b == nullptr ? nullptr : b + group * cout_g;
     float* y_planes = y + (n * g.out_channels + group * cout_g) * g.out_plane();
     for (index_t chunk = first_chunk; chunk < first_chunk + plan.chunks_per_item; ++chunk) {
+      if (plan.vectors == Vectors::along_pixels && plan.row_tiles) {
+        const index_t oh1 = std::min(g.out_height, (chunk + 1) * plan.chunk_rows);
+        for (index_t oh = chunk * plan.chunk_rows; oh < oh1; ++oh) {
+          float* row = y_planes + oh * g.out_width;
+          gemm.multiply_implicit(cout_g, g.out_width, patch, weights, padded + oh * pad.width, offsets.data(), row,
+                                 g.out_plane());
+          if (bias != nullptr) add_bias(row, g.out_plane(), g.out_width, cout_g, bias);
+        }
+        continue;
+      }
       if (plan.vectors == Vectors::along_pixels) {
         const index_t q0 = chunk * plan.chunk_columns, q1 = std::min(pad.columns, q0 + plan.chunk_columns);
         gemm.multiply_implicit(cout_g, q1 - q0, patch, weights, padded + q0, offsets.data(), tile, plan.chunk_columns);

@@ -45,7 +45,7 @@ CONV_CASES = [
     (2, 32, 20, 20, 32, 3, 1, 0, 2, 1, True),             # dilation
     (2, 64, 8, 8, 64, 3, 1, 1, 1, 2, True),               # groups
     (2, 15, 8, 8, 44, 3, 1, 1, 1, 1, True),               # a partial channel vector; 135 taps: a short tap tile
-    (3, 4, 16, 32, 8, 3, 1, 1, 1, 1, True),               # W_out = 32: the weight gradient reads grad_output in place
+    (3, 4, 16, 32, 8, 3, 1, 1, 1, 1, True),               # W_out = 32: whole-row tiles; grad_output read in place
     (1, 16, 70, 70, 9, 3, 1, 1, 1, 1, True),              # several im2col column blocks
     # many samples with small planes: GEMM blocks that span several whole samples
     (40, 3, 7, 6, 5, 3, 1, 1, 1, 1, True),
