@@ -2,6 +2,7 @@
 import json
 import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -140,6 +141,35 @@ def test_failed_save_leaves_the_previous_file_and_no_temporary_files(tmp_path, m
         io.save(make_model(seed=9), path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["model.npz"]
+    np.testing.assert_array_equal(predict(io.load(path), images), predict(trained, images))
+
+
+@pytest.mark.parametrize("where", ["_get_compressor", "write_array"])
+def test_ctrl_c_inside_a_zip_entry_write_stays_a_keyboard_interrupt(tmp_path, trained, images, where):
+    """A Ctrl-C landing while zipfile opens an entry (after it marked the archive as being written, before the
+    entry's handle exists) once became `ValueError: Can't close the ZIP file while there is an open writing
+    handle`, which fit does not treat as an interrupt. A trace function raises KeyboardInterrupt at that call, as
+    the signal handler would."""
+    path = tmp_path / "model.npz"
+    io.save(trained, path)
+    before = path.read_bytes()
+    calls = []
+
+    def interrupt(frame, event, arg):
+        if event == "call" and frame.f_code.co_name == where:
+            calls.append(where)
+            if len(calls) == 2:  # the second entry: the first is already in the file
+                raise KeyboardInterrupt
+        return None
+
+    sys.settrace(interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt) as caught:
+            io.save(make_model(seed=9), path)
+    finally:
+        sys.settrace(None)
+    assert len(calls) == 2 and caught.value.__context__ is None
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["model.npz"]
     np.testing.assert_array_equal(predict(io.load(path), images), predict(trained, images))
 
 

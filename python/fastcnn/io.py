@@ -94,12 +94,21 @@ def _architecture(model, fn: str, required: bool):
 # Writing
 
 def _write_npz(file, arrays: "OrderedDict[str, np.ndarray]") -> None:
-    """Write `arrays` as an .npz archive (what np.savez writes) without pickling and without np.savez's keyword
-    arguments, which a key named 'file' or 'allow_pickle' would collide with."""
-    with zipfile.ZipFile(file, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+    """Write `arrays` as an .npz archive (what np.savez writes) to the open binary `file`, without pickling and
+    without np.savez's keyword arguments, which a key named 'file' or 'allow_pickle' would collide with."""
+    archive = zipfile.ZipFile(file, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True)
+    try:
         for key, array in arrays.items():
             with archive.open(key + ".npy", mode="w", force_zip64=True) as entry:
                 np.lib.format.write_array(entry, np.asanyarray(array), allow_pickle=False)
+    except BaseException:
+        # A Ctrl-C can land inside archive.open after it marked an entry as being written but before there is a
+        # handle to close: ZipFile.close() (and later its __del__) would then raise ValueError in place of the
+        # KeyboardInterrupt. `file` is the caller's temporary file, thrown away after an error: drop the archive
+        # unfinished, leaving the file to the caller.
+        archive.fp = None
+        raise
+    archive.close()
 
 
 def _atomic_write(path, arrays: "OrderedDict[str, np.ndarray]", fn: str) -> str:
