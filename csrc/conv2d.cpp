@@ -428,17 +428,7 @@ void conv2d_backward_weight(const ConvGeometry& g, int threads, const float* dy,
     }
   });
 
-  if (plan.sample_chunks > 1) {
-    constexpr index_t kSpan = 4096;
-    parallel_for(ceil_div(weight_floats, kSpan), threads, [&](index_t item, int) {
-      const index_t e0 = item * kSpan, e1 = std::min(weight_floats, e0 + kSpan);
-      std::copy(partials.get() + e0, partials.get() + e1, dw + e0);
-      for (index_t s = 1; s < plan.sample_chunks; ++s) {
-        const float* part = partials.get() + s * weight_floats;
-        for (index_t e = e0; e < e1; ++e) dw[e] += part[e];
-      }
-    });
-  }
+  if (plan.sample_chunks > 1) sum_partial_gradients(partials.get(), plan.sample_chunks, weight_floats, threads, dw);
 }
 
 void conv2d_backward_bias(const ConvGeometry& g, int threads, const float* dy, float* db) {

@@ -575,18 +575,20 @@ bool implicit_backward_weight(const ConvGeometry& g, int threads, const float* d
   // (which never forms those products) gives a number. Non-finite inputs are redone by the explicit path.
   if (std::find(finite.begin(), finite.end(), 0) != finite.end()) return false;
 
-  if (plan.sample_chunks > 1) {
-    constexpr index_t kSpan = 4096;
-    parallel_for(ceil_div(weight_floats, kSpan), threads, [&](index_t item, int) {
-      const index_t e0 = item * kSpan, e1 = std::min(weight_floats, e0 + kSpan);
-      std::copy(partials.get() + e0, partials.get() + e1, dw + e0);
-      for (index_t s = 1; s < plan.sample_chunks; ++s) {
-        const float* part = partials.get() + s * weight_floats;
-        for (index_t e = e0; e < e1; ++e) dw[e] += part[e];
-      }
-    });
-  }
+  if (plan.sample_chunks > 1) sum_partial_gradients(partials.get(), plan.sample_chunks, weight_floats, threads, dw);
   return true;
+}
+
+void sum_partial_gradients(const float* partials, index_t parts, index_t floats, int threads, float* out) {
+  constexpr index_t kSpan = 4096;
+  parallel_for(ceil_div(floats, kSpan), threads, [&](index_t item, int) {
+    const index_t e0 = item * kSpan, e1 = std::min(floats, e0 + kSpan);
+    std::copy(partials + e0, partials + e1, out + e0);
+    for (index_t part = 1; part < parts; ++part) {
+      const float* partial = partials + part * floats;
+      for (index_t e = e0; e < e1; ++e) out[e] += partial[e];
+    }
+  });
 }
 
 }  // namespace fastcnn

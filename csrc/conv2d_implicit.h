@@ -22,4 +22,8 @@ bool implicit_backward_input(const ConvGeometry& g, int threads, const float* dy
 index_t implicit_backward_weight_workspace_bytes(const ConvGeometry& g, int threads);
 bool implicit_backward_weight(const ConvGeometry& g, int threads, const float* dy, const float* x, float* dw);
 
+// out = the sum of `parts` partial weight gradients of `floats` each, added in part order (both weight-gradient
+// paths sum the batch in chunks fixed by the shapes, so the result does not depend on the thread count).
+void sum_partial_gradients(const float* partials, index_t parts, index_t floats, int threads, float* out);
+
 }  // namespace fastcnn

@@ -88,6 +88,20 @@ inline void max_pool_one(const PoolGeometry& g, const float* plane, index_t oh, 
 typedef float float4 __attribute__((vector_size(16)));
 typedef std::int32_t int4 __attribute__((vector_size(16)));
 
+// Four consecutive 2x2 windows (rows `top` and `bottom`, 8 floats each) as their pixels in PyTorch's order:
+// lane i of pixels[k] is pixel k (top-left, top-right, bottom-left, bottom-right) of window i.
+inline void load_windows(const float* top, const float* bottom, float4 pixels[4]) {
+  float4 t0, t1, b0, b1;
+  std::memcpy(&t0, top, 16);
+  std::memcpy(&t1, top + 4, 16);
+  std::memcpy(&b0, bottom, 16);
+  std::memcpy(&b1, bottom + 4, 16);
+  pixels[0] = __builtin_shufflevector(t0, t1, 0, 2, 4, 6);
+  pixels[1] = __builtin_shufflevector(t0, t1, 1, 3, 5, 7);
+  pixels[2] = __builtin_shufflevector(b0, b1, 0, 2, 4, 6);
+  pixels[3] = __builtin_shufflevector(b0, b1, 1, 3, 5, 7);
+}
+
 // dst[0..8) = a0 b0 a1 b1 a2 b2 a3 b3, as two 4-float halves (an 8-float vector went through the stack on SSE2).
 inline void store_interleaved(float* dst, float4 a, float4 b) {
   const float4 low = __builtin_shufflevector(a, b, 0, 4, 1, 5), high = __builtin_shufflevector(a, b, 2, 6, 3, 7);
@@ -119,13 +133,8 @@ inline index_t max_pool_2x2_row(const PoolGeometry& g, const float* plane, index
   const float* bottom = top + g.in_width;
   index_t ow = 0;
   for (; ow + 4 <= full_width; ow += 4) {
-    float4 t0, t1, b0, b1;
-    std::memcpy(&t0, top + 2 * ow, 16);
-    std::memcpy(&t1, top + 2 * ow + 4, 16);
-    std::memcpy(&b0, bottom + 2 * ow, 16);
-    std::memcpy(&b1, bottom + 2 * ow + 4, 16);
-    const float4 candidates[4] = {__builtin_shufflevector(t0, t1, 0, 2, 4, 6), __builtin_shufflevector(t0, t1, 1, 3, 5, 7),
-                                  __builtin_shufflevector(b0, b1, 0, 2, 4, 6), __builtin_shufflevector(b0, b1, 1, 3, 5, 7)};
+    float4 candidates[4];
+    load_windows(top + 2 * ow, bottom + 2 * ow, candidates);
     float4 best = candidates[0];  // the first pixel is always taken: it beats -inf, or it is NaN, or it is -inf
     int4 which = int4{0, 0, 0, 0};
     for (int k = 1; k < 4; ++k) {
@@ -205,15 +214,10 @@ index_t avg_pool_2x2_row(const PoolGeometry& g, const float* plane, index_t oh, 
   const float* bottom = top + g.in_width;
   index_t ow = 0;
   for (; ow + 4 <= full_width; ow += 4) {
-    float4 t0, t1, b0, b1;
-    std::memcpy(&t0, top + 2 * ow, 16);
-    std::memcpy(&t1, top + 2 * ow + 4, 16);
-    std::memcpy(&b0, bottom + 2 * ow, 16);
-    std::memcpy(&b1, bottom + 2 * ow + 4, 16);
+    float4 pixel[4];
+    load_windows(top + 2 * ow, bottom + 2 * ow, pixel);
     // from +0 as the general loop starts, so that a window of -0 averages to +0 there too
-    const float4 sum = float4{} + __builtin_shufflevector(t0, t1, 0, 2, 4, 6) +
-                       __builtin_shufflevector(t0, t1, 1, 3, 5, 7) + __builtin_shufflevector(b0, b1, 0, 2, 4, 6) +
-                       __builtin_shufflevector(b0, b1, 1, 3, 5, 7);
+    const float4 sum = float4{} + pixel[0] + pixel[1] + pixel[2] + pixel[3];
     const float4 average = sum / 4.0f;
     std::memcpy(out + oh * g.out_width + ow, &average, 16);
   }
