@@ -1,3 +1,6 @@
+import contextlib
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -32,3 +35,22 @@ def restore_runtime_settings():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@contextlib.contextmanager
+def _traced_allocations():
+    traced = {}
+    tracemalloc.start()
+    try:
+        yield traced
+    finally:
+        traced["peak"] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+
+
+@pytest.fixture
+def allocations():
+    """A context manager recording in traced["peak"] the peak of the memory allocated through Python inside the
+    block (NumPy reports its arrays' buffers to tracemalloc): whether a call allocated what it should have refused,
+    measured without depending on the machine's speed or on the process's earlier peaks."""
+    return _traced_allocations

@@ -5,10 +5,8 @@ AddressSanitizer + UBSan build (tests/run_all.sh), where an out-of-bounds access
 FASTCNN_PROPERTY_EXAMPLES (default 200) sets the examples per property, as in test_properties.py; the longer
 before-release run is described in docs/reliability.md.
 """
-import contextlib
 import os
 import threading
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -267,19 +265,6 @@ def test_eight_python_threads_at_once_give_exactly_the_serial_results_while_the_
 
 # ------------------------------------------------------------------------------------------ resource limits
 
-@contextlib.contextmanager
-def allocations():
-    """The peak of the memory NumPy allocated inside the block (arrays report to tracemalloc; the process's peak
-    RSS would not do: it only moves past earlier peaks)."""
-    traced = {}
-    tracemalloc.start()
-    try:
-        yield traced
-    finally:
-        traced["peak"] = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-
-
 HUGE_CALLS = {
     "conv2d padding": lambda: F.conv2d(np.ones((1, 1, 4, 4), np.float32), np.ones((1, 1, 3, 3), np.float32),
                                        padding=100_000),
@@ -300,7 +285,7 @@ HUGE_CALLS = {
 
 
 @pytest.mark.parametrize("name", sorted(HUGE_CALLS))
-def test_an_output_or_workspace_over_the_limit_is_refused_before_allocating(name):
+def test_an_output_or_workspace_over_the_limit_is_refused_before_allocating(name, allocations):
     """Tens of terabytes asked for by a few bytes of input: MemoryError naming the limit, or ValueError for a size
     that does not even fit in int64, and nothing was allocated."""
     with allocations() as traced, pytest.raises((MemoryError, ValueError)) as caught:
@@ -309,7 +294,7 @@ def test_an_output_or_workspace_over_the_limit_is_refused_before_allocating(name
     assert traced["peak"] < 2**20
 
 
-def test_converting_a_broadcast_input_counts_against_the_memory_limit_before_allocating():
+def test_converting_a_broadcast_input_counts_against_the_memory_limit_before_allocating(allocations):
     x = np.broadcast_to(np.float64(1), (64, 64, 64, 64))  # a few bytes that read as 128 MiB of float64
     fastcnn.set_memory_limit(2**20)
     with allocations() as traced, pytest.raises(MemoryError, match="memory limit"):
