@@ -9,16 +9,21 @@
 // costs Wp / W_out more multiply-adds than needed, far less than writing and reading im2col (whose cost grows
 // with the kernel area and dominated small layers: LeNet's convolutions spent most of their time in it).
 //
-// Each output element is one sum in k order inside one micro-kernel call, whatever the tiling or the number of
-// threads, so results are bitwise the same for any thread count.
+// Many channels on small planes are better served the other way round (vectors along output channels, tiles of
+// consecutive output pixels); the input gradient is the same convolution on the transposed geometry; the weight
+// gradient takes inner products along pixels or sums taps x channels tiles (see plan_weight). The layouts all of
+// them read and write are in implicit_layout.h.
+//
+// Each output element is one sum in a fixed order (k order inside one micro-kernel call; for the weight gradient,
+// sample chunks fixed by the shapes), whatever the tiling or the number of threads, so results are bitwise the
+// same for any thread count.
 #include "conv2d_implicit.h"
 
 #include <algorithm>
-#include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "gemm.h"
+#include "implicit_layout.h"
 
 namespace fastcnn {
 namespace {
@@ -27,28 +32,10 @@ constexpr index_t kMaxWasteRatio = 2;           // padded width at most this man
 constexpr index_t kStagingBudgetFloats = 65536;  // 256 KiB of output columns per thread, kept in L2
 constexpr index_t kMaxTileRows = 16;             // at least any variant's MR
 
-// The zero-padded copy of one (sample, group) that the GEMM reads.
-struct PaddedInput {
-  index_t height, width;  // Hp, Wp
-  index_t columns;        // GEMM columns per (sample, group): (H_out - 1) * Wp + W_out, wrapped ones included
-  index_t floats;         // per (sample, group): the planes plus NR zeros the last tile may read past them
-};
-
-PaddedInput padded_input(const ConvGeometry& g, index_t nr) {
-  PaddedInput pad{};
-  pad.height = g.in_height + g.pad_top + g.pad_bottom;
-  pad.width = g.in_width + g.pad_left + g.pad_right;
-  pad.columns = (g.out_height - 1) * pad.width + g.out_width;
-  // The forward's furthest read is offset(K - 1) + columns rounded up to NR: the planes' end plus less than NR.
-  // The weight gradient reads H_out * Wp columns rounded up to a vector: less than Wp + NR past the end.
-  pad.floats = checked_add(checked_mul(g.in_channels_per_group(), checked_mul(pad.height, pad.width, "conv2d"), "conv2d"),
-                           nr + pad.width, "conv2d");
-  return pad;
-}
-
 // Which way the implicit GEMM's vectors run. Along pixels (the wrapped columns above), tiles are MR channels x NR
-// pixel columns and the wrapped columns are the waste; along channels, tiles are MR pixels of one output row x NR
-// channels and the waste is only a short last tile of a row or a partial last vector of channels. The plan takes
+// pixel columns and the wrapped columns are the waste; along channels, tiles are MR consecutive output pixels
+// (running on across rows) x NR channels and the waste is only a plane's short last tile or a partial last vector
+// of channels. The plan takes
 // whichever wastes less, which is channels for many-channel layers on small planes (CIFAR- and VGG-like layers).
 enum class Vectors { along_pixels, along_channels };
 
@@ -140,140 +127,6 @@ index_t plan_bytes(const ImplicitPlan& plan, index_t patch) {
   floats = checked_add(floats, checked_mul(plan.threads, plan.per_thread_floats, "conv2d"), "conv2d");
   floats = checked_add(floats, checked_mul(patch, 2, "conv2d"), "conv2d");  // the offsets (64-bit)
   return checked_mul(floats, static_cast<index_t>(sizeof(float)), "conv2d");
-}
-
-// Whether every value is finite (an exponent of all ones is an infinity or NaN); integer arithmetic, so the loop
-// vectorises.
-bool all_finite(const float* values, index_t count) {
-  std::uint32_t special = 0;
-  for (index_t i = 0; i < count; ++i) {
-    std::uint32_t bits;
-    std::memcpy(&bits, values + i, sizeof(bits));
-    special |= (bits & 0x7f800000u) == 0x7f800000u;
-  }
-  return special == 0;
-}
-
-// A plain loop, not memcpy: rows here are 8-60 floats, where the call costs more than the copy (memmove was 17% of
-// a 32x32 weight gradient).
-inline void copy_row(float* dst, const float* src, index_t count) {
-  for (index_t i = 0; i < count; ++i) dst[i] = src[i];
-}
-
-// The planes of one (sample, group) into its zero-padded copy (and the slack after it zeroed). Returns whether
-// every value copied is finite when asked to check.
-bool pad_unit(const ConvGeometry& g, const PaddedInput& pad, const float* src, float* dst, bool check_finite) {
-  const index_t cin_g = g.in_channels_per_group();
-  std::fill(dst, dst + pad.floats, 0.0f);
-  bool finite = true;
-  for (index_t c = 0; c < cin_g; ++c) {
-    const float* plane = src + c * g.in_plane();
-    float* out = dst + c * pad.height * pad.width + g.pad_top * pad.width + g.pad_left;
-    for (index_t h = 0; h < g.in_height; ++h) copy_row(out + h * pad.width, plane + h * g.in_width, g.in_width);
-    if (check_finite) finite = finite && all_finite(plane, g.in_plane());
-  }
-  return finite;
-}
-
-// One (sample, group)'s grad_output channels laid out on the padded width: row o holds dy[o][oh][ow] at
-// oh * Wp + ow, zeros in the wrapped columns and up to `length`.
-void spread_rows(const ConvGeometry& g, const PaddedInput& pad, const float* dy_planes, index_t channels,
-                 index_t length, float* dst) {
-  for (index_t o = 0; o < channels; ++o) {
-    const float* src = dy_planes + o * g.out_plane();
-    float* row = dst + o * length;
-    for (index_t oh = 0; oh < g.out_height; ++oh, row += pad.width) {  // each value written once
-      copy_row(row, src + oh * g.out_width, g.out_width);
-      for (index_t w = g.out_width; w < pad.width; ++w) row[w] = 0.0f;
-    }
-    std::fill(row, dst + (o + 1) * length, 0.0f);
-  }
-}
-
-// One (sample, group)'s grad_output channels transposed into NR-channel panels: panel p holds [pixel][NR] for
-// channels p * NR + j, zeros past the last channel. The B operand of multiply_taps.
-void transpose_channels(const float* dy_planes, index_t channels, index_t plane, index_t nr, float* dst) {
-  const index_t panels = ceil_div(channels, nr);
-  for (index_t panel = 0; panel < panels; ++panel) {
-    float* out = dst + panel * plane * nr;
-    for (index_t j = 0; j < nr; ++j) {
-      const index_t c = panel * nr + j;
-      if (c < channels) {
-        const float* src = dy_planes + c * plane;
-        for (index_t p = 0; p < plane; ++p) out[p * nr + j] = src[p];
-      } else {
-        for (index_t p = 0; p < plane; ++p) out[p * nr + j] = 0.0f;
-      }
-    }
-  }
-}
-
-// Rows [0, M) of a row-major M x K matrix into the whole-K packed layout: panel i0 at i0 * K holds [k][MR].
-void pack_whole(index_t M, index_t K, const float* src, index_t mr, float* packed) {
-  const index_t padded_m = ceil_div(M, mr) * mr;
-  for (index_t i0 = 0; i0 < padded_m; i0 += mr) {
-    float* panel = packed + i0 * K;
-    for (index_t i = 0; i < mr; ++i) {
-      const index_t row = i0 + i;
-      for (index_t k = 0; k < K; ++k) panel[k * mr + i] = row < M ? src[row * K + k] : 0.0f;
-    }
-  }
-}
-
-// The transpose of a row-major M x K matrix (so K x M), packed whole in NR-column panels: panel j0 at j0 * K
-// holds [k][NR], columns past M zero. The B operand of multiply_pixels.
-void pack_transposed_whole(index_t M, index_t K, const float* src, index_t nr, float* packed) {
-  for (index_t j0 = 0; j0 < M; j0 += nr) {
-    float* panel = packed + j0 * K;
-    for (index_t k = 0; k < K; ++k)
-      for (index_t j = 0; j < nr; ++j) panel[k * nr + j] = j0 + j < M ? src[(j0 + j) * K + k] : 0.0f;
-  }
-}
-
-// bias[c] added to `count` outputs of each of `channels` rows `stride` apart.
-void add_bias(float* rows, index_t stride, index_t count, index_t channels, const float* bias) {
-  for (index_t c = 0; c < channels; ++c) {
-    float* row = rows + c * stride;
-    for (index_t i = 0; i < count; ++i) row[i] += bias[c];
-  }
-}
-
-// A pixel tile's outputs (count pixels x channels, row stride ld) into y, whose planes start at `first`'s plane
-// (first points at the tile's first pixel in channel 0), plus the bias.
-void store_channels(const ConvGeometry& g, const float* tile, index_t ld, index_t count, index_t channels,
-                    const float* bias, float* first) {
-  const index_t plane = g.out_plane();
-  for (index_t c = 0; c < channels; ++c) {
-    const float b = bias != nullptr ? bias[c] : 0.0f;
-    float* dst = first + c * plane;
-    if (bias != nullptr) {
-      for (index_t i = 0; i < count; ++i) dst[i] = tile[i * ld + c] + b;
-    } else {
-      for (index_t i = 0; i < count; ++i) dst[i] = tile[i * ld + c];
-    }
-  }
-}
-
-// Columns [q0, q1) of a unit's output tile (row stride ld), keeping those that are real pixels, into y.
-void store_pixels(const ConvGeometry& g, const PaddedInput& pad, const float* tile, index_t ld, index_t q0,
-                  index_t q1, index_t rows, const float* bias, float* y_planes) {
-  // Channel by channel, so that both the tile and y are read and written as streams: going row by row across
-  // the channels instead touched planes a multiple of 4 KiB apart, which share L1 sets (measured 40% of a layer).
-  const index_t plane = g.out_plane();
-  for (index_t r = 0; r < rows; ++r) {
-    const float b = bias != nullptr ? bias[r] : 0.0f;
-    for (index_t oh = q0 / pad.width; oh * pad.width < q1; ++oh) {
-      const index_t begin = std::max(q0, oh * pad.width), end = std::min(q1, oh * pad.width + g.out_width);
-      if (begin >= end) continue;
-      const float* src = tile + r * ld + (begin - q0);
-      float* dst = y_planes + r * plane + oh * g.out_width + (begin - oh * pad.width);
-      if (bias != nullptr) {
-        for (index_t t = 0; t < end - begin; ++t) dst[t] = src[t] + b;
-      } else {
-        for (index_t t = 0; t < end - begin; ++t) dst[t] = src[t];
-      }
-    }
-  }
 }
 
 // The transposed geometry whose stride-1 convolution of grad_output is grad_input (see implicit_backward_input).
