@@ -47,6 +47,35 @@ def test_results_are_bitwise_identical_for_any_thread_count(rng, batch):
             np.testing.assert_array_equal(a, b)
 
 
+# Geometries that take each implicit-GEMM path: vectors along channels (forward and input gradient) with the taps x
+# channels weight gradient; whole-row tiles with grad_output read in place; LeNet's layers; one image split into
+# chunks. (N, C_in, H, W, C_out, k, padding)
+PATH_GEOMETRIES = [(3, 16, 8, 8, 32, 3, 1), (3, 4, 16, 32, 8, 3, 1), (5, 6, 14, 14, 16, 5, 0),
+                   (37, 1, 28, 28, 6, 5, 2), (1, 32, 20, 20, 64, 3, 1)]
+
+
+@pytest.mark.parametrize("geometry", PATH_GEOMETRIES, ids=str)
+def test_every_convolution_path_is_bitwise_identical_for_any_thread_count(rng, geometry):
+    n, c, h, w, o, k, p = geometry
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    weight = rng.standard_normal((o, c, k, k)).astype(np.float32)
+    bias = rng.standard_normal(o).astype(np.float32)
+    dy = rng.standard_normal((n, o, h + 2 * p - k + 1, w + 2 * p - k + 1)).astype(np.float32)
+
+    def passes():
+        pooled, indices = F.max_pool2d(x, 2, return_indices=True)  # the 2x2 fast paths too
+        return [F.conv2d(x, weight, bias, padding=p), *F.conv2d_backward(dy, x, weight, padding=p), pooled,
+                F.max_pool2d_backward(pooled, indices, x.shape), F.avg_pool2d(x, 2),
+                F.avg_pool2d_backward(pooled, x.shape, 2)]
+
+    fastcnn.set_num_threads(1)
+    serial = passes()
+    for threads in (2, 3, 8):
+        fastcnn.set_num_threads(threads)
+        for a, b in zip(serial, passes()):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_concurrent_calls_from_python_threads_match_serial_results(rng):
     inputs = [make_operands(np.random.default_rng(seed), 4) for seed in range(6)]
     expected = [all_ops(*operands) for operands in inputs]
