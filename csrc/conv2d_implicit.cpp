@@ -59,7 +59,7 @@ struct ImplicitPlan {
   PaddedInput pad;
   Vectors vectors;
   index_t units;          // (sample, group) pairs, each with its own padded input
-  index_t chunks;         // work items per unit: ranges of GEMM columns (along pixels) or of output rows
+  index_t chunks;         // parts of a unit: ranges of GEMM columns, of output rows (row tiles) or of pixels
   index_t chunk_columns;  // along pixels: a multiple of NR
   index_t chunk_pixels;   // along channels: a multiple of MR
   // along pixels, when W_out is a whole number of NR-wide tiles: tiles are output rows, written straight into y
