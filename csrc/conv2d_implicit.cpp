@@ -111,7 +111,7 @@ ImplicitPlan plan_implicit(const ConvGeometry& g, int threads) {
     plan.chunks = ceil_div(g.out_plane(), plan.chunk_pixels);
     plan.weight_panel = ceil_div(cout_g, nr) * nr;
     plan.weight_floats = checked_mul(g.groups, checked_mul(plan.weight_panel, patch, "conv2d"), "conv2d");
-    tile_floats = checked_mul(gemm.mr, plan.weight_panel, "conv2d");  // one pixel tile's outputs
+
   }
   plan.pad_per_item = plan.chunks == 1 || plan.units >= threads;
   plan.chunks_per_item = plan.pad_per_item ? plan.chunks : 1;
@@ -296,8 +296,8 @@ void implicit_forward(const ConvGeometry& g, int threads, const float* x, const 
         const index_t count = std::min<index_t>(gemm.mr, p1 - p0);
         for (index_t i = 0; i < count; ++i)  // where output pixel p0 + i's window starts in the padded input
           pixels[i] = (p0 + i) / g.out_width * pad.width + (p0 + i) % g.out_width;
-        gemm.multiply_pixels(count, cout_g, patch, padded, offsets.data(), pixels, weights, tile, plan.weight_panel);
-        store_channels(g, tile, plan.weight_panel, count, cout_g, bias, y_planes + p0);
+        gemm.multiply_pixels(count, cout_g, patch, padded, offsets.data(), pixels, weights, bias, y_planes + p0,
+                             g.out_plane());
       }
     }
   });

@@ -51,10 +51,12 @@ struct GemmKernel {
   // b[s] + offsets[j], rows in pieces as DotRows says; S <= kMaxImplicitSegments.
   void (*multiply_abt_implicit)(index_t M, index_t N, index_t S, const DotRows& rows, const float* const* a, index_t lda,
                                 const float* const* b, const index_t* offsets, float* C, index_t ldc, bool accumulate);
-  // out (rows x M, row stride ldo) = A * B for 1 <= rows <= mr, A(i, k) = base[offsets[k] + pixels[i]] and B the
-  // K x M matrix packed whole in NR-column panels (panel j0 at j0 * K holding [k][NR], columns past M zero).
+  // y[j * channel_stride + i] = bias[j] (or 0 with no bias) + (A * B)(i, j) for 1 <= rows <= mr pixels and j < M,
+  // A(i, k) = base[offsets[k] + pixels[i]] and B the K x M matrix packed whole in NR-column panels (panel j0 at
+  // j0 * K holding [k][NR], columns past M zero): a tile of consecutive output pixels, stored transposed to NCHW.
   void (*multiply_pixels)(index_t rows, index_t M, index_t K, const float* base, const index_t* offsets,
-                          const index_t* pixels, const float* packed_b, float* out, index_t ldo);
+                          const index_t* pixels, const float* packed_b, const float* bias, float* y,
+                          index_t channel_stride);
   // The weight gradient along channels: for 1 <= taps <= mr and nr <= NR channels, C(i, j) at
   // c[i * ldc_tap + j * ldc_channel] (+)= sum over s < S and the rows x cols output pixels (oh, ow) of
   // inputs[s][offsets[i] + oh * row_stride + ow] * grads[s][(oh * cols + ow) * NR + j].

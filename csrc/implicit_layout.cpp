@@ -106,20 +106,6 @@ void add_bias(float* rows, index_t stride, index_t count, index_t channels, cons
   }
 }
 
-void store_channels(const ConvGeometry& g, const float* tile, index_t ld, index_t count, index_t channels,
-                    const float* bias, float* first) {
-  const index_t plane = g.out_plane();
-  for (index_t c = 0; c < channels; ++c) {
-    const float b = bias != nullptr ? bias[c] : 0.0f;
-    float* dst = first + c * plane;
-    if (bias != nullptr) {
-      for (index_t i = 0; i < count; ++i) dst[i] = tile[i * ld + c] + b;
-    } else {
-      for (index_t i = 0; i < count; ++i) dst[i] = tile[i * ld + c];
-    }
-  }
-}
-
 void store_pixels(const ConvGeometry& g, const PaddedInput& pad, const float* tile, index_t ld, index_t q0,
                   index_t q1, index_t rows, const float* bias, float* y_planes) {
   // Channel by channel, so that both the tile and y are read and written as streams: going row by row across
