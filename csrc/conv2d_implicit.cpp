@@ -49,11 +49,13 @@ double channel_vector_efficiency(const ConvGeometry& g, const GemmKernel& gemm) 
   // pixel tiles run on across row ends: only the plane's last tile may be short
   const double lanes = static_cast<double>(g.out_plane()) / (ceil_div(g.out_plane(), gemm.mr) * gemm.mr) * m /
                        (ceil_div(m, vl) * vl);
-  // Each output is then stored transposed, element by element: about one cycle against the K / VL cycles of
-  // multiply-adds it took, which matters for short sums (3 input channels x 3 x 3 taps measured 40% slower).
-  return lanes / (1.0 + static_cast<double>(vl) / g.patch_size());
+  // Each output is then stored transposed: about half a cycle with AVX-512's in-register transpose, one cycle
+  // element by element otherwise, against the K / VL cycles of multiply-adds it took. That matters for short sums
+  // (3 input channels x 3 x 3 taps measured 40% slower this way).
+  const double store_cycles = vl == 16 ? 0.5 : 1.0;
+  return lanes / (1.0 + store_cycles * static_cast<double>(vl) / g.patch_size());
 }
-constexpr double kChannelVectorMargin = 0.05;  // prefer the wrapped columns unless the other way clearly wins
+constexpr double kChannelVectorMargin = 0.01;  // a tie goes to the wrapped columns
 
 struct ImplicitPlan {
   PaddedInput pad;
@@ -152,6 +154,7 @@ bool paddings_fit_kernel(const ConvGeometry& g) {
 }
 
 constexpr index_t kWeightSampleChunks = 16;  // at most this many partial weight gradients
+constexpr double kTapsMargin = 0.05;           // the taps kernel must clearly waste less to be chosen
 constexpr index_t kWeightSumFloats = 1024;   // products per horizontal sum: amortises it, keeps A in L1
 constexpr index_t kTapAlignment = 4;         // taps split between threads in multiples of 4 (whole dot tiles)
 constexpr index_t kItemsPerThread = 3;       // enough items to balance uneven ones
@@ -183,7 +186,7 @@ WeightPlan plan_weight(const ConvGeometry& g, int threads) {
   const index_t taps = g.patch_size(), mr = gemm.mr;  // a short last tile of taps runs below the FMA peak
   const double along_channels = static_cast<double>(cout_g) / (ceil_div(cout_g, vl) * vl) *
                                 static_cast<double>(taps) / (ceil_div(taps, mr) * mr);
-  plan.vectors = along_channels > along_pixels + kChannelVectorMargin ? Vectors::along_channels : Vectors::along_pixels;
+  plan.vectors = along_channels > along_pixels + kTapsMargin ? Vectors::along_channels : Vectors::along_pixels;
   plan.channel_panels = ceil_div(cout_g, gemm.nr);
   plan.in_place = plan.vectors == Vectors::along_pixels && g.out_width % vl == 0;
   // The batch is summed in chunks fixed by the geometry alone, partials added in chunk order. A chunk holds
