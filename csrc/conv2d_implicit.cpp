@@ -211,7 +211,14 @@ WeightPlan plan_weight(const ConvGeometry& g, int threads) {
   plan.block_samples = std::clamp<index_t>(wanted, 1, std::min(kMaxImplicitSegments, ceil_div(g.batch, plan.sample_chunks)));
   plan.per_thread_floats = checked_mul(plan.block_samples, per_sample, "conv2d");
   const index_t weight_floats = checked_mul(g.out_channels, g.patch_size(), "conv2d");
-  plan.partial_floats = plan.sample_chunks > 1 ? checked_mul(plan.sample_chunks, weight_floats, "conv2d") : 0;
+  // Along channels, partial gradients are laid out [group][tap][channel] so that tiles store whole vectors (a
+  // store transposed into dW's [channel][tap], element by element, cost a fifth of the 8x8 layer): the chunks'
+  // partials, and their sum before one transposition into dW.
+  if (plan.vectors == Vectors::along_channels) {
+    plan.partial_floats = checked_mul(plan.sample_chunks + (plan.sample_chunks > 1 ? 1 : 0), weight_floats, "conv2d");
+  } else {
+    plan.partial_floats = plan.sample_chunks > 1 ? checked_mul(plan.sample_chunks, weight_floats, "conv2d") : 0;
+  }
   return plan;
 }
 
@@ -375,6 +382,8 @@ bool implicit_backward_weight(const ConvGeometry& g, int threads, const float* d
     if (r0 == r1) return;
     const index_t n0 = g.batch * chunk / plan.sample_chunks, n1 = g.batch * (chunk + 1) / plan.sample_chunks;
     float* target = (plan.sample_chunks > 1 ? partials.get() + chunk * weight_floats : dw) + group * cout_g * patch + r0;
+    // along channels: [group][tap][channel] partials, always (see plan_weight)
+    float* target_by_tap = partials.get() + chunk * weight_floats + (group * patch + r0) * cout_g;
     float* inputs = workspace.get() + thread * plan.per_thread_floats;
     float* rows = inputs + plan.block_samples * pad.floats;
     const float* a[kMaxImplicitSegments];
@@ -397,8 +406,8 @@ bool implicit_backward_weight(const ConvGeometry& g, int threads, const float* d
           const index_t channels = std::min(nr, cout_g - panel * nr);
           for (index_t k0 = r0; k0 < r1; k0 += gemm.mr) {
             gemm.multiply_taps(std::min<index_t>(gemm.mr, r1 - k0), channels, count, b, a, offsets.data() + k0,
-                               g.out_height, g.out_width, pad.width, target + panel * nr * patch + (k0 - r0), 1, patch,
-                               first > n0);
+                               g.out_height, g.out_width, pad.width, target_by_tap + (k0 - r0) * cout_g + panel * nr,
+                               cout_g, 1, first > n0);
           }
         }
       }
@@ -431,6 +440,21 @@ bool implicit_backward_weight(const ConvGeometry& g, int threads, const float* d
   // (which never forms those products) gives a number. Non-finite inputs are redone by the explicit path.
   if (std::find(finite.begin(), finite.end(), 0) != finite.end()) return false;
 
+  if (plan.vectors == Vectors::along_channels) {
+    const float* by_tap = partials.get();
+    if (plan.sample_chunks > 1) {
+      float* sum = partials.get() + plan.sample_chunks * weight_floats;
+      sum_partial_gradients(partials.get(), plan.sample_chunks, weight_floats, threads, sum);
+      by_tap = sum;
+    }
+    parallel_for(g.out_channels, threads, [&](index_t channel, int) {  // [group][tap][channel] -> [channel][tap]
+      const index_t group = channel / cout_g, c = channel % cout_g;
+      const float* src = by_tap + group * patch * cout_g + c;
+      float* dst = dw + channel * patch;
+      for (index_t k = 0; k < patch; ++k) dst[k] = src[k * cout_g];
+    });
+    return true;
+  }
   if (plan.sample_chunks > 1) sum_partial_gradients(partials.get(), plan.sample_chunks, weight_floats, threads, dw);
   return true;
 }
