@@ -92,6 +92,15 @@ def _as_int(value, name: str, fn: str, rule: str) -> int:
         raise TypeError(f"{fn}: {name} must be {rule}; got {_describe(value)}") from None
 
 
+def check_int(value, name: str, fn: str, *, minimum: int) -> int:
+    """An integer (Python or NumPy, never a bool or a float) >= minimum: TypeError or ValueError naming the rule."""
+    rule = f"an int >= {minimum}"
+    number = _as_int(value, name, fn, rule)
+    if number < minimum:
+        raise ValueError(f"{fn}: {name} must be {rule}; got {value!r}")
+    return number
+
+
 def pair(value, name: str, fn: str, *, minimum: int) -> tuple[int, int]:
     """An int or a pair of ints, each at least `minimum`, as a (height, width) tuple."""
     rule = f"an int >= {minimum} or a pair of ints >= {minimum}"

@@ -4,15 +4,11 @@ value received. `fastcnn.optim` re-exports them for lr_scheduler, which imports 
 from __future__ import annotations
 
 import math
-import operator
 
 import numpy as np
 
-
-def _describe(value) -> str:
-    if isinstance(value, np.ndarray):
-        return f"array of shape {tuple(value.shape)} and dtype {value.dtype}"
-    return repr(value)
+from .._args import _describe
+from .._args import check_int as _check_int  # noqa: F401 (re-exported: the optimizers and schedulers call it)
 
 
 def _real(value, name: str, owner: str, rule: str) -> float:
@@ -35,20 +31,6 @@ def _check_float(value, name: str, owner: str, *, low: float = 0.0, high: float 
     below = number <= low if low_open else number < low
     above = number >= high if high_open else number > high
     if not math.isfinite(number) or below or above:
-        raise ValueError(f"{owner}: {name} must be {rule}; got {value!r}")
-    return number
-
-
-def _check_int(value, name: str, owner: str, *, minimum: int) -> int:
-    """An integer (Python or NumPy, never a bool or a float) >= minimum."""
-    rule = f"an int >= {minimum}"
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{owner}: {name} must be {rule}; got {value!r}")
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{owner}: {name} must be {rule}; got {_describe(value)}") from None
-    if number < minimum:
         raise ValueError(f"{owner}: {name} must be {rule}; got {value!r}")
     return number
 
