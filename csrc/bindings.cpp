@@ -8,6 +8,7 @@
 #include <pybind11/stl.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <optional>
@@ -67,15 +68,28 @@ void require_ndim(const py::array& a, int ndim, const char* op, const char* name
                                 " dimensions; got shape " + shape_of(a));
 }
 
+// An uninitialised float32 array whose data starts on a 64-byte boundary, so that the kernels' vector stores never
+// straddle two cache lines (NumPy's own allocation is only 16-byte aligned: a 3-channel convolution ran 20%
+// slower on it) and may bypass the caches. It is a view of a slightly larger NumPy array, which owns the memory.
+FloatArray aligned_output(const std::vector<py::ssize_t>& shape) {
+  constexpr index_t kAlignFloats = 64 / sizeof(float);
+  index_t count = 1;
+  for (py::ssize_t d : shape) count = fastcnn::checked_mul(count, d, "size");
+  FloatArray buffer(fastcnn::checked_add(count, kAlignFloats, "size"));
+  const auto misalignment = reinterpret_cast<std::uintptr_t>(buffer.data()) % 64;
+  float* data = buffer.mutable_data() + (misalignment == 0 ? 0 : (64 - misalignment) / sizeof(float));
+  return FloatArray(shape, data, buffer);
+}
+
 FloatArray new_output(std::initializer_list<index_t> shape) {
-  FloatArray out(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+  FloatArray out = aligned_output(std::vector<py::ssize_t>(shape.begin(), shape.end()));
   if (g_debug_nan_fill) std::fill(out.mutable_data(), out.mutable_data() + out.size(), std::numeric_limits<float>::quiet_NaN());
   return out;
 }
 
 // An uninitialised float32 array of a's shape (elementwise kernels write every element).
 py::array_t<float> empty_like(const py::array& a) {
-  return py::array_t<float>(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+  return aligned_output(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
 }
 
 index_t float_bytes(index_t a, index_t b, index_t c, index_t d) {

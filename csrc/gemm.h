@@ -42,11 +42,12 @@ struct GemmKernel {
   // C (+)= A * B^T for row-major A (M x K, row stride lda) and B (N x K, row stride ldb), without packing.
   void (*multiply_abt)(index_t M, index_t N, index_t K, const float* A, index_t lda, const float* B, index_t ldb,
                        float* C, index_t ldc, bool accumulate);
-  // C (M x N) = A * B for A packed whole (panel i0 at i0 * K holding [k][R], R = implicit_panel_rows(M)) and
-  // B(k, j) = base[offsets[k] + j],
+  // C (M x N) = bias[i] (when bias is not null) + A * B for A packed whole (panel i0 at i0 * K holding [k][R],
+  // R = implicit_panel_rows(M)) and B(k, j) = base[offsets[k] + j],
   // read in place: the implicit-GEMM convolution. base must be readable up to offsets[k] + N rounded up to NR.
+  // `stream`: C will not be read again soon, so whole tiles may be written past the caches (when aligned).
   void (*multiply_implicit)(index_t M, index_t N, index_t K, const float* packed_a, const float* base,
-                            const index_t* offsets, float* C, index_t ldc);
+                            const index_t* offsets, const float* bias, float* C, index_t ldc, bool stream);
   // C (M x N) (+)= sum over s < S of A_s * B_s^T, row i of A_s at a[s] + i * lda and row j of B_s at
   // b[s] + offsets[j], rows in pieces as DotRows says; S <= kMaxImplicitSegments.
   void (*multiply_abt_implicit)(index_t M, index_t N, index_t S, const DotRows& rows, const float* const* a, index_t lda,

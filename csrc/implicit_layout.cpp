@@ -99,13 +99,6 @@ void pack_transposed_whole(index_t M, index_t K, const float* src, index_t nr, f
   }
 }
 
-void add_bias(float* rows, index_t stride, index_t count, index_t channels, const float* bias) {
-  for (index_t c = 0; c < channels; ++c) {
-    float* row = rows + c * stride;
-    for (index_t i = 0; i < count; ++i) row[i] += bias[c];
-  }
-}
-
 void store_pixels(const ConvGeometry& g, const PaddedInput& pad, const float* tile, index_t ld, index_t q0,
                   index_t q1, index_t rows, const float* bias, float* y_planes) {
   // Channel by channel, so that both the tile and y are read and written as streams: going row by row across

@@ -41,9 +41,6 @@ void pack_whole(index_t M, index_t K, const float* src, index_t mr, float* packe
 // holds [k][NR], columns past M zero. The B operand of multiply_pixels.
 void pack_transposed_whole(index_t M, index_t K, const float* src, index_t nr, float* packed);
 
-// bias[c] added to `count` outputs of each of `channels` rows `stride` apart.
-void add_bias(float* rows, index_t stride, index_t count, index_t channels, const float* bias);
-
 // Columns [q0, q1) of a unit's output tile (row stride ld), keeping those that are real pixels, into y.
 void store_pixels(const ConvGeometry& g, const PaddedInput& pad, const float* tile, index_t ld, index_t q0,
                   index_t q1, index_t rows, const float* bias, float* y_planes);

@@ -100,4 +100,15 @@ FloatBuffer allocate_floats(index_t count) {
   return FloatBuffer(static_cast<float*>(p));
 }
 
+index_t l2_cache_bytes() {
+  static const index_t bytes = [] {
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    const long reported = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (reported > 0) return static_cast<index_t>(reported);
+#endif
+    return index_t{1} << 20;
+  }();
+  return bytes;
+}
+
 }  // namespace fastcnn

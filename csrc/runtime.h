@@ -68,4 +68,7 @@ void parallel_for(index_t items, int threads, Body&& body) {
 
 inline index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 
+// One core's L2 cache in bytes (sysconf; 1 MiB when the system does not say).
+index_t l2_cache_bytes();
+
 }  // namespace fastcnn

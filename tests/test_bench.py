@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import math
+import platform
 import subprocess
 import sys
 
@@ -44,8 +45,11 @@ def test_quick_run_describes_the_machine_and_versions(quick_run):
     env = report["environment"]
     assert env["threads"] == [1] and env["fastcnn"] == fastcnn.__version__ and env["cores"]["usable"] >= 1
     assert report["sections"] == list(bench.SECTIONS)
-    for fragment in ("- date: ", "- machine: ", "- versions: fastcnn", "- threads: 1"):
+    for fragment in ("- date: ", "- machine: ", "- versions: fastcnn", "- threads: 1",
+                     f"- memory allocator: {env['allocator']}"):
         assert fragment in markdown
+    if platform.libc_ver()[0] == "glibc":  # both libraries' fresh outputs reuse freed pages, not page faults
+        assert env["allocator"].startswith("glibc malloc keeping freed memory"), env["allocator"]
     assert stdout.strip() == markdown.strip()  # the report on stdout is the one written to the file
 
 
@@ -123,10 +127,11 @@ def test_quick_run_draws_the_ratio_plot_or_says_why_not(quick_run):
 # ------------------------------------------------------------------------------------------------ WRONG results
 
 def run_bench(argv):
-    """(exit status, stdout, stderr) of `fastcnn bench ...` in this process."""
+    """(exit status, stdout, stderr) of `fastcnn bench --system-malloc ...` in this process (whose allocator the
+    other tests expect as it is)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = cli.main(["bench", *argv])
+        status = cli.main(["bench", "--system-malloc", *argv])
     return status, out.getvalue(), err.getvalue()
 
 
@@ -144,6 +149,7 @@ def test_a_wrong_convolution_is_marked_wrong_and_never_meets_a_target(monkeypatc
     # At 2 threads, where the targets are judged.
     status, markdown, _ = run_bench(["--quick", "--threads", "2", "--only", "conv", "--json", str(tmp_path / "r.json")])
     assert status == 0
+    assert "- memory allocator: the system's, as is (--system-malloc)" in markdown
     rows = json.loads((tmp_path / "r.json").read_text())["results"]
     forward = [row for row in rows if row["op"] == "conv2d forward"]
     assert forward and all(row["check"]["fastcnn"] == "WRONG" and row["meets_issue_target"] is False

@@ -46,6 +46,8 @@ CONV_CASES = [
     (2, 64, 8, 8, 64, 3, 1, 1, 1, 2, True),               # groups
     (2, 15, 8, 8, 44, 3, 1, 1, 1, 1, True),               # a partial channel vector; 135 taps: a short tap tile
     (3, 4, 16, 32, 8, 3, 1, 1, 1, 1, True),               # W_out = 32: whole-row tiles; grad_output read in place
+    # ... with an output (19 MB) too large for the L2 caches: streamed past them; 36 channels leave a short panel
+    (64, 3, 32, 64, 36, 3, 1, 1, 1, 1, True),
     (1, 16, 70, 70, 9, 3, 1, 1, 1, 1, True),              # several im2col column blocks
     # many samples with small planes: GEMM blocks that span several whole samples
     (40, 3, 7, 6, 5, 3, 1, 1, 1, 1, True),

@@ -180,6 +180,7 @@ def header_lines(report: dict) -> list[str]:
         f"- threads: {', '.join(map(str, env['threads']))} (fastcnn.set_num_threads"
         f"{'' if env['torch'] == 'not installed' else ' and torch.set_num_threads'}); "
         f"NumPy BLAS threads: {env['numpy_blas_threads']}",
+        f"- memory allocator: {env.get('allocator', 'not recorded')}",
         f"- sections: {', '.join(report.get('sections', ('conv', 'pool')))}",
         f"- issue 6 targets are stated at {ISSUE_TARGET_THREADS} threads, so only rows measured at "
         f"{ISSUE_TARGET_THREADS} threads are judged (against the PyTorch time and sgemm peak of this run); training "
