@@ -19,6 +19,7 @@
 #include <string>
 
 #include "conv2d_implicit.h"
+#include "conv2d_winograd.h"
 #include "gemm.h"
 #include "im2col.h"
 
@@ -212,9 +213,15 @@ ConvGeometry make_conv_geometry(ConvGeometry g) {
 }
 
 index_t conv2d_forward_workspace_bytes(const ConvGeometry& g, int threads) {
-  if (implicit_conv_applies(g)) return implicit_forward_workspace_bytes(g, threads);
-  const ForwardPlan plan = plan_forward(g, threads);
-  return workspace_bytes(plan.threads, plan.per_thread_floats, plan.packed_weight_floats);
+  index_t bytes;
+  if (implicit_conv_applies(g)) {
+    bytes = implicit_forward_workspace_bytes(g, threads);
+  } else {
+    const ForwardPlan plan = plan_forward(g, threads);
+    bytes = workspace_bytes(plan.threads, plan.per_thread_floats, plan.packed_weight_floats);
+  }
+  // Winograd falls back to the others for non-finite values: room for either
+  return winograd_applies(g) ? std::max(bytes, winograd_forward_workspace_bytes(g, threads)) : bytes;
 }
 
 index_t conv2d_backward_input_workspace_bytes(const ConvGeometry& g, int threads) {
@@ -235,6 +242,7 @@ index_t conv2d_backward_weight_workspace_bytes(const ConvGeometry& g, int thread
 }
 
 void conv2d_forward(const ConvGeometry& g, int threads, const float* x, const float* w, const float* b, float* y) {
+  if (winograd_applies(g) && winograd_forward(g, threads, x, w, b, y)) return;
   if (implicit_conv_applies(g)) return implicit_forward(g, threads, x, w, b, y);
   const GemmKernel& gemm = gemm_kernel();
   const ForwardPlan plan = plan_forward(g, threads);

@@ -10,7 +10,8 @@
 // with the kernel area and dominated small layers: LeNet's convolutions spent most of their time in it).
 //
 // Many channels on small planes are better served the other way round (vectors along output channels, tiles of
-// consecutive output pixels); the input gradient is the same convolution on the transposed geometry; the weight
+// consecutive output pixels); the input gradient is the same convolution on the transposed geometry (by Winograd's
+// algorithm where conv2d_winograd.cpp applies, as the forward in conv2d.cpp); the weight
 // gradient takes inner products along pixels or sums taps x channels tiles (see plan_weight). The layouts all of
 // them read and write are in implicit_layout.h.
 //
@@ -22,6 +23,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "conv2d_winograd.h"
 #include "gemm.h"
 #include "implicit_layout.h"
 
@@ -328,7 +330,11 @@ bool implicit_backward_input_applies(const ConvGeometry& g) {
 
 index_t implicit_backward_input_workspace_bytes(const ConvGeometry& g, int threads) {
   const index_t flipped = checked_mul(checked_mul(g.out_channels, g.patch_size(), "conv2d"), 4, "conv2d");
-  return checked_add(implicit_forward_workspace_bytes(transposed_geometry(g), threads), flipped, "conv2d");
+  const ConvGeometry t = transposed_geometry(g);
+  index_t forward = implicit_forward_workspace_bytes(t, threads);
+  // Winograd falls back to the implicit GEMM for non-finite values: room for either
+  if (winograd_applies(t)) forward = std::max(forward, winograd_forward_workspace_bytes(t, threads));
+  return checked_add(forward, flipped, "conv2d");
 }
 
 bool implicit_backward_input(const ConvGeometry& g, int threads, const float* dy, const float* w, float* dx) {
@@ -350,7 +356,8 @@ bool implicit_backward_input(const ConvGeometry& g, int threads, const float* dy
           for (index_t kj = 0; kj < kw; ++kj)
             flipped[(((group * cin_g + c) * cout_g + o) * kh + ki) * kw + kj] =
                 w[(((group * cout_g + o) * cin_g + c) * area) + (kh - 1 - ki) * kw + (kw - 1 - kj)];
-  implicit_forward(t, threads, dy, flipped.get(), nullptr, dx);
+  if (!(winograd_applies(t) && winograd_forward(t, threads, dy, flipped.get(), nullptr, dx)))
+    implicit_forward(t, threads, dy, flipped.get(), nullptr, dx);
   return true;
 }
 

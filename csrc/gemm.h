@@ -64,6 +64,21 @@ struct GemmKernel {
   void (*multiply_taps)(index_t taps, index_t nr, index_t S, const float* const* inputs, const float* const* grads,
                         const index_t* offsets, index_t rows, index_t cols, index_t row_stride, float* c,
                         index_t ldc_tap, index_t ldc_channel, bool accumulate);
+  // Winograd F(2x2, 3x3) (conv2d_winograd.cpp), on a channels-last input whose channels are whole vectors.
+  // Input transforms of count <= mr tiles (tile i's 4x4 window at origins[i]; pixels pixel_stride and rows
+  // row_stride floats apart) as rows i0 .. i0 + mr of 16 packed-A matrices (padded_m x channels, matrix e at
+  // packed + e * matrix_stride), rows past count zero.
+  void (*winograd_pack_input)(index_t count, const float* const* origins, index_t pixel_stride, index_t row_stride,
+                              index_t channels, index_t i0, index_t padded_m, index_t matrix_stride, float* packed);
+  // Output transforms (+ bias, which has room for the channels rounded up to a vector) of count <= 4 tiles side by
+  // side, tile i's sums at m + e * matrix_stride + i * tile_stride, to NCHW y (the tiles' top-left pixel, channel
+  // 0): rows < rows (1 or 2) and columns < columns (at most 8) of each of `channels` planes.
+  void (*winograd_store_output)(index_t count, const float* m, index_t tile_stride, index_t matrix_stride,
+                                index_t channels, const float* bias, float* y, index_t plane, index_t width,
+                                index_t rows, index_t columns);
+  // dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < columns (planes to channels last).
+  void (*transpose_to_channels_last)(index_t rows, index_t columns, const float* src, index_t src_stride, float* dst,
+                                     index_t dst_stride);
   int vector_floats;  // VL: floats per SIMD vector
 
   // Rows per packed panel of multiply_implicit's A: MR, or all of M when M is smaller (one exact panel).

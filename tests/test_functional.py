@@ -49,6 +49,13 @@ CONV_CASES = [
     # ... with an output (19 MB) too large for the L2 caches: streamed past them; 36 channels leave a short panel
     (64, 3, 32, 64, 36, 3, 1, 1, 1, 1, True),
     (1, 16, 70, 70, 9, 3, 1, 1, 1, 1, True),              # several im2col column blocks
+    # 3x3 with 32 channels or more both ways: Winograd's F(2x2, 3x3), forward and input gradient
+    (3, 32, 9, 7, 40, 3, 1, 1, 1, 1, True),               # odd output sizes: partial tiles; a partial channel vector
+    (2, 48, 6, 5, 32, 3, 1, 0, 1, 1, False),              # no padding
+    (2, 144, 6, 6, 36, 3, 1, 2, 1, 1, True),              # 144 channels: two GEMM K blocks; padding 2
+    (2, 32, 7, 10, 33, 3, 1, (2, 1), 1, 1, True),         # unequal paddings
+    (1, 32, 3, 3, 32, 3, 1, 1, 1, 1, True),               # a plane smaller than two tiles
+    (5, 32, 20, 20, 32, 3, 1, "same", 1, 1, True),        # blocks of tile rows across images
     # many samples with small planes: GEMM blocks that span several whole samples
     (40, 3, 7, 6, 5, 3, 1, 1, 1, 1, True),
     (37, 4, 9, 9, 6, 3, 2, 0, 1, 2, True),                # ... with groups and stride
@@ -251,6 +258,32 @@ def test_non_finite_values_reach_the_gradients_exactly_where_the_reference_puts_
     with np.errstate(invalid="ignore"):
         for actual, reference in zip(got, expected):
             same_specials(actual, reference)
+
+
+@pytest.mark.parametrize("case", [(2, 32, 7, 9, 40, 1), (2, 48, 8, 8, 32, 0)])
+def test_winograd_layers_keep_infinities_and_nan_where_the_reference_puts_them(rng, case):
+    """3x3 layers with many channels take Winograd's algorithm, whose transforms mix all of a tile's inputs: an
+    infinity or NaN must still reach exactly the outputs whose windows contain it, forward and in the input
+    gradient (those calls take the direct paths)."""
+    n, c_in, h, w, c_out, padding = case
+    x = rng.standard_normal((n, c_in, h, w)).astype(np.float32)
+    weight = rng.standard_normal((c_out, c_in, 3, 3)).astype(np.float32)
+    special = x.copy()
+    special[0, 0, 0, w - 1] = np.inf
+    special[1, -1, h - 1, 0] = np.nan
+    special[0, 1, h // 2, w - 2] = -np.inf
+    with np.errstate(invalid="ignore"):
+        same_specials(F.conv2d(special, weight, padding=padding),
+                      R.conv2d(special.astype(np.float64), weight.astype(np.float64), padding=padding))
+    y = F.conv2d(x, weight, padding=padding)
+    grad = rng.standard_normal(y.shape).astype(np.float32)
+    grad[0, 0, 0, 0] = np.inf
+    grad[1, -1, -1, -1] = np.nan
+    grad_x = F.conv2d_backward(grad, x, weight, padding=padding, output_mask=(True, False, False))[0]
+    with np.errstate(invalid="ignore"):
+        expected = R.conv2d_backward(grad.astype(np.float64), x.astype(np.float64), weight.astype(np.float64),
+                                     padding=padding)[0]
+        same_specials(grad_x, expected)
 
 
 def test_average_pooling_fast_paths_give_the_general_loops_signed_zeros():

@@ -49,9 +49,11 @@ def test_results_are_bitwise_identical_for_any_thread_count(rng, batch):
 
 # Geometries that take each implicit-GEMM path: vectors along channels (forward and input gradient) with the taps x
 # channels weight gradient; whole-row tiles with grad_output read in place, and streamed past the caches when the
-# output is large; LeNet's layers; one image split into chunks. (N, C_in, H, W, C_out, k, padding)
+# output is large; LeNet's layers; one image split into chunks; Winograd's algorithm (3x3, 32 channels or more),
+# odd sizes and one image. (N, C_in, H, W, C_out, k, padding)
 PATH_GEOMETRIES = [(3, 16, 8, 8, 32, 3, 1), (3, 4, 16, 32, 8, 3, 1), (64, 3, 32, 64, 36, 3, 1), (5, 6, 14, 14, 16, 5, 0),
-                   (37, 1, 28, 28, 6, 5, 2), (1, 32, 20, 20, 64, 3, 1)]
+                   (37, 1, 28, 28, 6, 5, 2), (1, 32, 20, 20, 64, 3, 1), (3, 32, 9, 7, 40, 3, 1),
+                   (1, 40, 30, 30, 48, 3, 1)]
 
 
 @pytest.mark.parametrize("geometry", PATH_GEOMETRIES, ids=str)
@@ -163,9 +165,11 @@ def test_every_simd_variant_matches_the_reference(variant):
         "import numpy as np, fastcnn\n"
         "from fastcnn import functional as F, reference as R\n"
         "rng = np.random.default_rng(0)\n"
-        # (N, C_in, H, W, C_out, k, padding): kernels and orientations of the implicit GEMM the plans pick from
+        # (N, C_in, H, W, C_out, k, padding): kernels and orientations of the implicit GEMM the plans pick from,
+        # and Winograd's algorithm (with channels that are not whole vectors, and more than one K block)
         "for n, c, h, wd, o, k, p in [(3, 7, 19, 17, 13, 3, 1), (2, 1, 28, 28, 6, 5, 2), (2, 6, 14, 14, 16, 5, 0),\n"
-        "                             (3, 16, 8, 8, 32, 3, 1), (2, 15, 8, 8, 44, 3, 1), (2, 16, 19, 19, 32, 5, 0)]:\n"
+        "                             (3, 16, 8, 8, 32, 3, 1), (2, 15, 8, 8, 44, 3, 1), (2, 16, 19, 19, 32, 5, 0),\n"
+        "                             (2, 34, 9, 11, 37, 3, 1), (1, 260, 5, 5, 32, 3, 1)]:\n"
         "    x = rng.standard_normal((n, c, h, wd)).astype(np.float32)\n"
         "    w = rng.standard_normal((o, c, k, k)).astype(np.float32)\n"
         "    y = F.conv2d(x, w, padding=p)\n"

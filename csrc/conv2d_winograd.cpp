@@ -1,0 +1,220 @@
+// 3x3 stride-1 convolution by Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for
+// Convolutional Neural Networks", 2016).
+//
+// The output is cut into 2x2 tiles; tile (ty, tx) reads the 4x4 window of the padded input at (2 ty, 2 tx). With
+// U = G g G^T for each (output channel, input channel) filter g and V = B^T d B for each (tile, input channel)
+// window d, the tile is A^T [sum over input channels of U (.) V] A. For each of the 16 transform positions e the
+// channel sums are one GEMM, M_e (tiles x C_out) = V_e (tiles x C_in) * U_e (C_in x C_out): 16 multiply-adds per
+// tile and channel pair against the direct convolution's 36, which is how a large layer gets past the machine's
+// FMA peak (PyTorch's oneDNN does the same there). The price is the transforms, linear in the channels, so a layer
+// needs enough channels both ways (kMinChannels); and rounding, small because the transforms' coefficients are
+// 0, +-1 and +-1/2 (the results are tested against the reference at the direct paths' tolerance).
+//
+// Layout: the input is copied once, channels last and zero-padded, channels rounded up to whole vectors, so that a
+// vector holds one pixel's channels and every transform is whole-vector additions (gemm_kernel.inc). Work items
+// are blocks of whole rows of tiles (across images); each transforms its tiles into the packed A operands of the
+// 16 GEMMs in its thread's workspace (sized to stay in L2), multiplies, and transforms the sums straight into y.
+// Each output is one fixed sequence of operations, so results are bitwise the same for any thread count.
+#include "conv2d_winograd.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <vector>
+
+#include "gemm.h"
+#include "implicit_layout.h"
+
+namespace fastcnn {
+namespace {
+
+constexpr index_t kPositions = 16;              // the 4x4 transform positions
+// Fewer channels either way and the transforms cost more than the multiply-adds saved (measured: 16 -> 16 or 32
+// channels on 32x32 planes ran 8-40% slower than the implicit GEMM, 32 -> 32 and more ran 10-45% faster).
+constexpr index_t kMinChannels = 32;
+constexpr index_t kBlockBudgetFloats = 131072;  // 512 KiB per thread of transformed tiles and their sums
+constexpr index_t kBlocksPerThread = 4;         // enough blocks to balance the threads
+constexpr index_t kMaxPanelRows = 16;           // at least any variant's MR
+
+struct WinogradPlan {
+  index_t channels, out_channels;                     // rounded up to whole vectors
+  index_t tiles_high, tiles_wide;                     // per image
+  index_t padded_height, padded_width, image_floats;  // one image of the channels-last padded copy
+  index_t tile_rows, rows_per_block, blocks;          // blocks of whole rows of tiles, across images
+  index_t padded_tiles;                               // a block's tiles rounded up to MR
+  index_t transformed_floats, sums_floats;            // per thread: 16 packed V_e and 16 M_e
+  index_t weight_floats;                              // the 16 packed U_e
+  index_t input_floats;
+  int threads;
+};
+
+WinogradPlan plan_winograd(const ConvGeometry& g, int threads) {
+  const GemmKernel& gemm = gemm_kernel();
+  if (gemm.mr > kMaxPanelRows) throw std::logic_error("conv2d: a GEMM variant's MR exceeds kMaxPanelRows");
+  const index_t vl = gemm.vector_floats;
+  WinogradPlan plan{};
+  plan.channels = ceil_div(g.in_channels, vl) * vl;
+  plan.out_channels = ceil_div(g.out_channels, vl) * vl;
+  plan.tiles_high = ceil_div(g.out_height, 2);
+  plan.tiles_wide = ceil_div(g.out_width, 2);
+  plan.padded_height = 2 * plan.tiles_high + 2;  // >= H + padding: every input row and column has a place
+  plan.padded_width = 2 * plan.tiles_wide + 2;
+  plan.image_floats =
+      checked_mul(checked_mul(plan.padded_height, plan.padded_width, "conv2d"), plan.channels, "conv2d");
+  plan.input_floats = checked_mul(g.batch, plan.image_floats, "conv2d");
+  plan.tile_rows = checked_mul(g.batch, plan.tiles_high, "conv2d");
+  const index_t floats_per_tile = kPositions * (plan.channels + plan.out_channels);
+  const index_t budget_rows = std::max<index_t>(1, kBlockBudgetFloats / floats_per_tile / plan.tiles_wide);
+  const index_t balanced_rows = std::max<index_t>(1, plan.tile_rows / (kBlocksPerThread * threads));
+  plan.rows_per_block = std::min(budget_rows, balanced_rows);
+  plan.blocks = ceil_div(plan.tile_rows, plan.rows_per_block);
+  plan.padded_tiles = ceil_div(checked_mul(plan.rows_per_block, plan.tiles_wide, "conv2d"), gemm.mr) * gemm.mr;
+  plan.transformed_floats = checked_mul(kPositions * plan.padded_tiles, plan.channels, "conv2d");
+  plan.sums_floats = checked_mul(kPositions * plan.padded_tiles, plan.out_channels, "conv2d");
+  plan.weight_floats = checked_mul(kPositions, gemm.packed_b_floats(plan.channels, plan.out_channels), "conv2d");
+  plan.threads = static_cast<int>(std::min<index_t>(threads, plan.blocks));
+  return plan;
+}
+
+// u[e * position_stride] = (G g G^T)[e] for the 3x3 filter g (row-major), G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2;
+// 0 0 1].
+void transform_filter(const float* g, float* u, index_t position_stride) {
+  float gg[4][3];  // G g
+  for (int j = 0; j < 3; ++j) {
+    gg[0][j] = g[j];
+    gg[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+    gg[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+    gg[3][j] = g[6 + j];
+  }
+  for (int r = 0; r < 4; ++r) {
+    u[(4 * r + 0) * position_stride] = gg[r][0];
+    u[(4 * r + 1) * position_stride] = 0.5f * (gg[r][0] + gg[r][1] + gg[r][2]);
+    u[(4 * r + 2) * position_stride] = 0.5f * (gg[r][0] - gg[r][1] + gg[r][2]);
+    u[(4 * r + 3) * position_stride] = gg[r][2];
+  }
+}
+
+// The 16 U_e (C x C_out, zero past the real channels), each written straight into the packed layout of a GEMM B
+// operand (gemm.h): row c of K block b = c / KC at b * KC * Npad + (c - b * KC) * NR, in column panels of NR. A
+// panel's 16 rows are gathered in a small buffer first: the 16 matrices lie a multiple of 4 KiB apart, and
+// writing them element by element thrashed one L1 set.
+void pack_filters(const ConvGeometry& g, const WinogradPlan& plan, int threads, const float* w, float* packed) {
+  const GemmKernel& gemm = gemm_kernel();
+  const index_t cp = plan.channels, kp = plan.out_channels, nr = gemm.nr;
+  const index_t padded_n = ceil_div(kp, nr) * nr, matrix = gemm.packed_b_floats(cp, kp);
+  parallel_for(cp, threads, [&](index_t c, int) {
+    const index_t block = c / gemm.kc, kc = std::min(gemm.kc, cp - block * gemm.kc);
+    float* row = packed + block * gemm.kc * padded_n + (c - block * gemm.kc) * nr;
+    std::vector<float> panel(static_cast<std::size_t>(kPositions * nr));  // [e][j]
+    for (index_t j0 = 0; j0 < padded_n; j0 += nr) {
+      std::fill(panel.begin(), panel.end(), 0.0f);
+      for (index_t o = j0; o < std::min(j0 + nr, g.out_channels) && c < g.in_channels; ++o)
+        transform_filter(w + (o * g.in_channels + c) * 9, &panel[o - j0], nr);
+      for (index_t e = 0; e < kPositions; ++e)
+        std::copy(&panel[e * nr], &panel[e * nr] + nr, row + e * matrix + j0 * kc);
+    }
+  });
+}
+
+// Image n's planes into its channels-last padded copy: input pixel (h, w) at (h + pad_top, w + pad_left), zeros
+// around them and past the real channels. The transposition goes through `pixels` (H * W x C), whole 16-pixel
+// blocks at a time (rows as narrow as 8 pixels would leave it element by element), then row by row into place.
+void copy_input_image(const ConvGeometry& g, const WinogradPlan& plan, const float* x, index_t n, float* pixels,
+                      float* dst) {
+  const index_t cp = plan.channels, c = g.in_channels, row_floats = plan.padded_width * cp;
+  gemm_kernel().transpose_to_channels_last(c, g.in_plane(), x + n * c * g.in_plane(), g.in_plane(), pixels, c);
+  for (index_t row = 0; row < plan.padded_height; ++row) {
+    float* out = dst + row * row_floats;
+    const index_t h = row - g.pad_top;
+    if (h < 0 || h >= g.in_height) {
+      std::fill(out, out + row_floats, 0.0f);
+      continue;
+    }
+    float* first = out + g.pad_left * cp;
+    std::fill(out, first, 0.0f);
+    for (index_t w = 0; w < g.in_width; ++w) {
+      const float* src = pixels + (h * g.in_width + w) * c;
+      std::copy(src, src + c, first + w * cp);
+      std::fill(first + w * cp + c, first + (w + 1) * cp, 0.0f);
+    }
+    std::fill(first + g.in_width * cp, out + row_floats, 0.0f);
+  }
+}
+
+}  // namespace
+
+bool winograd_applies(const ConvGeometry& g) {
+  return g.kernel_height == 3 && g.kernel_width == 3 && g.stride_h == 1 && g.stride_w == 1 && g.dilation_h == 1 &&
+         g.dilation_w == 1 && g.groups == 1 && g.in_channels >= kMinChannels && g.out_channels >= kMinChannels;
+}
+
+index_t winograd_forward_workspace_bytes(const ConvGeometry& g, int threads) {
+  const WinogradPlan plan = plan_winograd(g, threads);
+  index_t floats = checked_add(plan.input_floats, plan.weight_floats, "conv2d");
+  floats = checked_add(floats, checked_mul(plan.threads, plan.transformed_floats + plan.sums_floats, "conv2d"),
+                       "conv2d");
+  // the padded bias, and one image channels last (unpadded) for each thread copying the input
+  floats = checked_add(floats, plan.out_channels, "conv2d");
+  const index_t copy_threads = std::min<index_t>(threads, g.batch);
+  floats = checked_add(floats, checked_mul(copy_threads, checked_mul(g.in_plane(), g.in_channels, "conv2d"), "conv2d"),
+                       "conv2d");
+  return checked_mul(floats, static_cast<index_t>(sizeof(float)), "conv2d");
+}
+
+bool winograd_forward(const ConvGeometry& g, int threads, const float* x, const float* w, const float* b, float* y) {
+  if (!all_finite(x, g.batch * g.in_channels * g.in_plane()) || !all_finite(w, g.out_channels * g.patch_size()))
+    return false;
+  const GemmKernel& gemm = gemm_kernel();
+  const WinogradPlan plan = plan_winograd(g, threads);
+  const index_t cp = plan.channels, kp = plan.out_channels, tiles_wide = plan.tiles_wide;
+  const index_t plane = g.out_plane(), packed_filter_floats = gemm.packed_b_floats(cp, kp);
+
+  FloatBuffer filters = allocate_floats(plan.weight_floats);
+  pack_filters(g, plan, threads, w, filters.get());
+  std::vector<float> bias(static_cast<std::size_t>(kp), 0.0f);
+  if (b != nullptr) std::copy(b, b + g.out_channels, bias.begin());
+
+  FloatBuffer input = allocate_floats(plan.input_floats);
+  const int copy_threads = static_cast<int>(std::min<index_t>(threads, g.batch));
+  const index_t pixel_floats = checked_mul(g.in_plane(), g.in_channels, "conv2d");
+  FloatBuffer pixels = allocate_floats(checked_mul(copy_threads, pixel_floats, "conv2d"));
+  parallel_for(g.batch, copy_threads, [&](index_t n, int thread) {
+    copy_input_image(g, plan, x, n, pixels.get() + thread * pixel_floats, input.get() + n * plan.image_floats);
+  });
+
+  const index_t per_thread = plan.transformed_floats + plan.sums_floats;
+  FloatBuffer workspace = allocate_floats(checked_mul(plan.threads, per_thread, "conv2d"));
+  parallel_for(plan.blocks, plan.threads, [&](index_t block, int thread) {
+    float* transformed = workspace.get() + thread * per_thread;
+    float* sums = transformed + plan.transformed_floats;
+    const index_t row0 = block * plan.rows_per_block, row1 = std::min(plan.tile_rows, row0 + plan.rows_per_block);
+    const index_t tiles = (row1 - row0) * tiles_wide, padded_m = ceil_div(tiles, gemm.mr) * gemm.mr;
+    const float* origins[kMaxPanelRows];
+    for (index_t i0 = 0; i0 < tiles; i0 += gemm.mr) {
+      const index_t count = std::min<index_t>(gemm.mr, tiles - i0);
+      for (index_t i = 0; i < count; ++i) {
+        const index_t tile = i0 + i, row = row0 + tile / tiles_wide, tx = tile % tiles_wide;
+        const index_t n = row / plan.tiles_high, ty = row % plan.tiles_high;
+        origins[i] = input.get() + n * plan.image_floats + (2 * ty * plan.padded_width + 2 * tx) * cp;
+      }
+      gemm.winograd_pack_input(count, origins, cp, plan.padded_width * cp, cp, i0, padded_m, padded_m * cp,
+                               transformed);
+    }
+    for (index_t e = 0; e < kPositions; ++e)
+      gemm.multiply_packed(tiles, kp, cp, transformed + e * padded_m * cp, filters.get() + e * packed_filter_floats,
+                           sums + e * padded_m * kp, kp, false);
+    for (index_t row = row0; row < row1; ++row) {
+      const index_t n = row / plan.tiles_high, ty = row % plan.tiles_high;
+      float* y_row = y + n * g.out_channels * plane + 2 * ty * g.out_width;
+      for (index_t tx = 0; tx < tiles_wide; tx += 4) {
+        const index_t tile = (row - row0) * tiles_wide + tx;
+        gemm.winograd_store_output(std::min<index_t>(4, tiles_wide - tx), sums + tile * kp, kp, padded_m * kp,
+                                   g.out_channels, b != nullptr ? bias.data() : nullptr, y_row + 2 * tx, plane,
+                                   g.out_width, std::min<index_t>(2, g.out_height - 2 * ty),
+                                   std::min<index_t>(8, g.out_width - 2 * tx));
+      }
+    }
+  });
+  return true;
+}
+
+}  // namespace fastcnn
