@@ -235,10 +235,12 @@ index_t conv2d_backward_input_workspace_bytes(const ConvGeometry& g, int threads
 
 index_t conv2d_backward_weight_workspace_bytes(const ConvGeometry& g, int threads) {
   const BackwardWeightPlan plan = plan_backward_weight(g, threads);
-  const index_t explicit_bytes = workspace_bytes(plan.threads, plan.per_thread_floats, plan.partial_floats);
-  // the implicit path falls back to the explicit one for non-finite inputs: room for either
-  if (implicit_conv_applies(g)) return std::max(explicit_bytes, implicit_backward_weight_workspace_bytes(g, threads));
-  return explicit_bytes;
+  index_t bytes = workspace_bytes(plan.threads, plan.per_thread_floats, plan.partial_floats);
+  // Winograd and the implicit path fall back to the explicit one for non-finite values: room for any
+  if (implicit_conv_applies(g)) bytes = std::max(bytes, implicit_backward_weight_workspace_bytes(g, threads));
+  if (winograd_backward_weight_applies(g))
+    bytes = std::max(bytes, winograd_backward_weight_workspace_bytes(g, threads));
+  return bytes;
 }
 
 void conv2d_forward(const ConvGeometry& g, int threads, const float* x, const float* w, const float* b, float* y) {
@@ -362,6 +364,7 @@ void conv2d_backward_input(const ConvGeometry& g, int threads, const float* dy, 
 }
 
 void conv2d_backward_weight(const ConvGeometry& g, int threads, const float* dy, const float* x, float* dw) {
+  if (winograd_backward_weight_applies(g) && winograd_backward_weight(g, threads, dy, x, dw)) return;
   if (implicit_conv_applies(g) && implicit_backward_weight(g, threads, dy, x, dw)) return;
   const GemmKernel& gemm = gemm_kernel();
   const BackwardWeightPlan plan = plan_backward_weight(g, threads);

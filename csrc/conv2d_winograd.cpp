@@ -14,15 +14,18 @@
 // vector holds one pixel's channels and every transform is whole-vector additions (gemm_kernel.inc). Work items
 // are blocks of whole rows of tiles (across images); each transforms its tiles into the packed A operands of the
 // 16 GEMMs in its thread's workspace (sized to stay in L2), multiplies, and transforms the sums straight into y.
-// Each output is one fixed sequence of operations, so results are bitwise the same for any thread count.
+// Each output is one fixed sequence of operations, so results are bitwise the same for any thread count. The input
+// gradient is this forward on the transposed geometry (conv2d_implicit.cpp); the weight gradient, at the end of
+// this file, reuses the input copy and transform.
 #include "conv2d_winograd.h"
 
 #include <algorithm>
 #include <stdexcept>
 #include <vector>
 
+#include "conv2d_implicit.h"  // sum_partial_gradients
 #include "gemm.h"
-#include "implicit_layout.h"
+#include "implicit_layout.h"  // all_finite
 
 namespace fastcnn {
 namespace {
@@ -115,29 +118,48 @@ void pack_filters(const ConvGeometry& g, const WinogradPlan& plan, int threads, 
   });
 }
 
-// Image n's planes into its channels-last padded copy: input pixel (h, w) at (h + pad_top, w + pad_left), zeros
-// around them and past the real channels. The transposition goes through `pixels` (H * W x C), whole 16-pixel
-// blocks at a time (rows as narrow as 8 pixels would leave it element by element), then row by row into place.
-void copy_input_image(const ConvGeometry& g, const WinogradPlan& plan, const float* x, index_t n, float* pixels,
-                      float* dst) {
-  const index_t cp = plan.channels, c = g.in_channels, row_floats = plan.padded_width * cp;
-  gemm_kernel().transpose_to_channels_last(c, g.in_plane(), x + n * c * g.in_plane(), g.in_plane(), pixels, c);
-  for (index_t row = 0; row < plan.padded_height; ++row) {
+// One image's planes (channels x height x width at src) into a channels-last copy of padded_height x
+// padded_width pixels of `stride` floats: pixel (h, w) at (h + top, w + left), zeros around them and past the
+// channels. The transposition goes through `pixels` (height * width x channels), whole 16-pixel blocks at a time
+// (rows as narrow as 8 pixels would leave it element by element), then row by row into place.
+void copy_channels_last(index_t channels, index_t height, index_t width, const float* src, index_t top, index_t left,
+                        index_t padded_height, index_t padded_width, index_t stride, float* pixels, float* dst) {
+  const index_t row_floats = padded_width * stride;
+  gemm_kernel().transpose_to_channels_last(channels, height * width, src, height * width, pixels, channels);
+  for (index_t row = 0; row < padded_height; ++row) {
     float* out = dst + row * row_floats;
-    const index_t h = row - g.pad_top;
-    if (h < 0 || h >= g.in_height) {
+    const index_t h = row - top;
+    if (h < 0 || h >= height) {
       std::fill(out, out + row_floats, 0.0f);
       continue;
     }
-    float* first = out + g.pad_left * cp;
+    float* first = out + left * stride;
     std::fill(out, first, 0.0f);
-    for (index_t w = 0; w < g.in_width; ++w) {
-      const float* src = pixels + (h * g.in_width + w) * c;
-      std::copy(src, src + c, first + w * cp);
-      std::fill(first + w * cp + c, first + (w + 1) * cp, 0.0f);
+    for (index_t w = 0; w < width; ++w) {
+      const float* pixel = pixels + (h * width + w) * channels;
+      std::copy(pixel, pixel + channels, first + w * stride);
+      std::fill(first + w * stride + channels, first + (w + 1) * stride, 0.0f);
     }
-    std::fill(first + g.in_width * cp, out + row_floats, 0.0f);
+    std::fill(first + width * stride, out + row_floats, 0.0f);
   }
+}
+
+// The whole input, channels last and padded (WinogradPlan), each thread through its own `pixels` buffer.
+void copy_input(const ConvGeometry& g, const WinogradPlan& plan, int threads, const float* x, float* pixels,
+                float* input) {
+  const index_t pixel_floats = g.in_plane() * g.in_channels;
+  parallel_for(g.batch, threads, [&](index_t n, int thread) {
+    copy_channels_last(g.in_channels, g.in_height, g.in_width, x + n * g.in_channels * g.in_plane(), g.pad_top,
+                       g.pad_left, plan.padded_height, plan.padded_width, plan.channels,
+                       pixels + thread * pixel_floats, input + n * plan.image_floats);
+  });
+}
+
+// Where tile `tile` of a block starting at tile row row0 reads its 4x4 window in the channels-last input.
+const float* tile_origin(const WinogradPlan& plan, const float* input, index_t row0, index_t tile) {
+  const index_t row = row0 + tile / plan.tiles_wide, tx = tile % plan.tiles_wide;
+  const index_t n = row / plan.tiles_high, ty = row % plan.tiles_high;
+  return input + n * plan.image_floats + (2 * ty * plan.padded_width + 2 * tx) * plan.channels;
 }
 
 }  // namespace
@@ -174,12 +196,11 @@ bool winograd_forward(const ConvGeometry& g, int threads, const float* x, const 
   if (b != nullptr) std::copy(b, b + g.out_channels, bias.begin());
 
   FloatBuffer input = allocate_floats(plan.input_floats);
-  const int copy_threads = static_cast<int>(std::min<index_t>(threads, g.batch));
-  const index_t pixel_floats = checked_mul(g.in_plane(), g.in_channels, "conv2d");
-  FloatBuffer pixels = allocate_floats(checked_mul(copy_threads, pixel_floats, "conv2d"));
-  parallel_for(g.batch, copy_threads, [&](index_t n, int thread) {
-    copy_input_image(g, plan, x, n, pixels.get() + thread * pixel_floats, input.get() + n * plan.image_floats);
-  });
+  {
+    const int copy_threads = static_cast<int>(std::min<index_t>(threads, g.batch));
+    FloatBuffer pixels = allocate_floats(checked_mul(copy_threads, g.in_plane() * g.in_channels, "conv2d"));
+    copy_input(g, plan, copy_threads, x, pixels.get(), input.get());
+  }
 
   const index_t per_thread = plan.transformed_floats + plan.sums_floats;
   FloatBuffer workspace = allocate_floats(checked_mul(plan.threads, per_thread, "conv2d"));
@@ -191,11 +212,7 @@ bool winograd_forward(const ConvGeometry& g, int threads, const float* x, const 
     const float* origins[kMaxPanelRows];
     for (index_t i0 = 0; i0 < tiles; i0 += gemm.mr) {
       const index_t count = std::min<index_t>(gemm.mr, tiles - i0);
-      for (index_t i = 0; i < count; ++i) {
-        const index_t tile = i0 + i, row = row0 + tile / tiles_wide, tx = tile % tiles_wide;
-        const index_t n = row / plan.tiles_high, ty = row % plan.tiles_high;
-        origins[i] = input.get() + n * plan.image_floats + (2 * ty * plan.padded_width + 2 * tx) * cp;
-      }
+      for (index_t i = 0; i < count; ++i) origins[i] = tile_origin(plan, input.get(), row0, i0 + i);
       gemm.winograd_pack_input(count, origins, cp, plan.padded_width * cp, cp, i0, padded_m, padded_m * cp,
                                transformed);
     }
@@ -213,6 +230,153 @@ bool winograd_forward(const ConvGeometry& g, int threads, const float* x, const 
                                    std::min<index_t>(8, g.out_width - 2 * tx));
       }
     }
+  });
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The weight gradient. The forward is linear in U = G g G^T, so dL/dU = sum over tiles of (A dy A^T) (.) V and
+// dL/dg = G^T (dL/dU) G: per position e, a GEMM over the tiles, S_e (C_out x C) = sum_t Y_e[t]^T V_e[t] with
+// Y_e the transformed 2x2 tiles of grad_output. Tiles are summed in kWeightChunks chunks of tile rows fixed by the
+// shapes (each a work item with its own partial S, added in chunk order), so the result does not depend on the
+// thread count; a chunk's blocks of tiles are each one K block of the GEMM, accumulated into its partial.
+// ---------------------------------------------------------------------------------------------------------------
+namespace {
+
+constexpr index_t kWeightChunks = 4;
+constexpr index_t kSumPadFloats = 16;  // S_e matrices 64 bytes more than a multiple of 4 KiB apart: see below
+
+struct WeightPlan {
+  WinogradPlan tiles;
+  index_t chunks, rows_per_block;
+  index_t padded_m, padded_n;  // S's rows (C_out) rounded up to MR, columns (C) to NR
+  index_t a_floats, b_floats;  // one position's packed operands for a block of the most tiles
+  index_t sum_stride;          // between the 16 S_e of one partial
+  index_t grad_image_floats;   // grad_output channels last, tiles_high * 2 x tiles_wide * 2 pixels
+  index_t partial_floats, per_thread_floats;
+  int threads;
+};
+
+WeightPlan plan_weight(const ConvGeometry& g, int threads) {
+  const GemmKernel& gemm = gemm_kernel();
+  WeightPlan plan{};
+  plan.tiles = plan_winograd(g, threads);
+  const WinogradPlan& t = plan.tiles;
+  plan.chunks = std::min(kWeightChunks, t.tile_rows);
+  const index_t floats_per_tile = kPositions * (t.channels + t.out_channels);
+  const index_t budget_rows = std::max<index_t>(1, kBlockBudgetFloats / floats_per_tile / t.tiles_wide);
+  plan.rows_per_block = std::min(budget_rows, std::max<index_t>(1, gemm.kc / t.tiles_wide));
+  const index_t block_tiles = plan.rows_per_block * t.tiles_wide;
+  plan.padded_m = ceil_div(t.out_channels, gemm.mr) * gemm.mr;
+  plan.padded_n = ceil_div(t.channels, gemm.nr) * gemm.nr;
+  plan.a_floats = plan.padded_m * block_tiles;
+  plan.b_floats = plan.padded_n * block_tiles;
+  plan.sum_stride = t.out_channels * t.channels + kSumPadFloats;
+  plan.grad_image_floats = 4 * t.tiles_high * t.tiles_wide * t.out_channels;
+  plan.partial_floats = checked_mul(checked_mul(plan.chunks, kPositions, "conv2d"), plan.sum_stride, "conv2d");
+  plan.per_thread_floats = kPositions * (plan.a_floats + plan.b_floats);
+  plan.threads = static_cast<int>(std::min<index_t>(threads, plan.chunks));
+  return plan;
+}
+
+// One filter's gradient (3x3, row-major) = G^T S G, S[e] at sums[e * sum_stride]; G^T = [1 1/2 1/2 0;
+// 0 1/2 -1/2 0; 0 1/2 1/2 1].
+void transform_gradient(const float* sums, index_t sum_stride, float* dw) {
+  float s[4][4], r[3][4];
+  for (int e = 0; e < 16; ++e) s[e / 4][e % 4] = sums[e * sum_stride];
+  for (int j = 0; j < 4; ++j) {
+    r[0][j] = s[0][j] + 0.5f * (s[1][j] + s[2][j]);
+    r[1][j] = 0.5f * (s[1][j] - s[2][j]);
+    r[2][j] = 0.5f * (s[1][j] + s[2][j]) + s[3][j];
+  }
+  for (int i = 0; i < 3; ++i) {
+    dw[3 * i + 0] = r[i][0] + 0.5f * (r[i][1] + r[i][2]);
+    dw[3 * i + 1] = 0.5f * (r[i][1] - r[i][2]);
+    dw[3 * i + 2] = 0.5f * (r[i][1] + r[i][2]) + r[i][3];
+  }
+}
+
+}  // namespace
+
+bool winograd_backward_weight_applies(const ConvGeometry& g) {
+  // a block holds whole rows of tiles in one K block of the GEMM
+  return winograd_applies(g) && ceil_div(g.out_width, 2) <= gemm_kernel().kc;
+}
+
+index_t winograd_backward_weight_workspace_bytes(const ConvGeometry& g, int threads) {
+  const WeightPlan plan = plan_weight(g, threads);
+  const WinogradPlan& t = plan.tiles;
+  const index_t copy_threads = std::min<index_t>(threads, g.batch);
+  index_t floats = checked_add(t.input_floats, checked_mul(g.batch, plan.grad_image_floats, "conv2d"), "conv2d");
+  floats = checked_add(floats, checked_mul(copy_threads, std::max(g.in_plane() * g.in_channels,
+                                                                  g.out_plane() * g.out_channels), "conv2d"), "conv2d");
+  floats = checked_add(floats, checked_mul(plan.threads, plan.per_thread_floats, "conv2d"), "conv2d");
+  floats = checked_add(floats, plan.partial_floats + kPositions * plan.sum_stride, "conv2d");
+  return checked_mul(floats, static_cast<index_t>(sizeof(float)), "conv2d");
+}
+
+bool winograd_backward_weight(const ConvGeometry& g, int threads, const float* dy, const float* x, float* dw) {
+  if (!all_finite(x, g.batch * g.in_channels * g.in_plane()) || !all_finite(dy, g.batch * g.out_channels * g.out_plane()))
+    return false;
+  const GemmKernel& gemm = gemm_kernel();
+  const WeightPlan plan = plan_weight(g, threads);
+  const WinogradPlan& t = plan.tiles;
+  const index_t cp = t.channels, kp = t.out_channels, grad_width = 2 * t.tiles_wide;
+
+  FloatBuffer input = allocate_floats(t.input_floats);
+  FloatBuffer grads = allocate_floats(checked_mul(g.batch, plan.grad_image_floats, "conv2d"));
+  {
+    const int copy_threads = static_cast<int>(std::min<index_t>(threads, g.batch));
+    const index_t grad_pixels = g.out_plane() * g.out_channels;
+    FloatBuffer pixels = allocate_floats(checked_mul(copy_threads, std::max(g.in_plane() * g.in_channels, grad_pixels),
+                                                     "conv2d"));
+    copy_input(g, t, copy_threads, x, pixels.get(), input.get());
+    parallel_for(g.batch, copy_threads, [&](index_t n, int thread) {
+      copy_channels_last(g.out_channels, g.out_height, g.out_width, dy + n * grad_pixels, 0, 0, 2 * t.tiles_high,
+                         grad_width, kp, pixels.get() + thread * std::max(g.in_plane() * g.in_channels, grad_pixels),
+                         grads.get() + n * plan.grad_image_floats);
+    });
+  }
+
+  FloatBuffer workspace = allocate_floats(checked_mul(plan.threads, plan.per_thread_floats, "conv2d"));
+  FloatBuffer partials = allocate_floats(plan.partial_floats);
+  parallel_for(plan.chunks, plan.threads, [&](index_t chunk, int thread) {
+    float* a = workspace.get() + thread * plan.per_thread_floats;
+    float* b = a + kPositions * plan.a_floats;
+    float* sums = partials.get() + chunk * kPositions * plan.sum_stride;
+    const index_t first_row = t.tile_rows * chunk / plan.chunks, end_row = t.tile_rows * (chunk + 1) / plan.chunks;
+    const float* origins[kMaxPanelRows];
+    const float* grad_origins[kMaxPanelRows];
+    for (index_t row0 = first_row; row0 < end_row; row0 += plan.rows_per_block) {
+      const index_t tiles = (std::min(end_row, row0 + plan.rows_per_block) - row0) * t.tiles_wide;
+      const index_t a_matrix = plan.padded_m * tiles, b_matrix = plan.padded_n * tiles;
+      // rows and columns past the real channels must be zero; where they lie depends on the block's size
+      if (plan.padded_m > kp) std::fill(a, a + kPositions * a_matrix, 0.0f);
+      if (plan.padded_n > cp) std::fill(b, b + kPositions * b_matrix, 0.0f);
+      for (index_t i0 = 0; i0 < tiles; i0 += kMaxPanelRows) {
+        const index_t count = std::min(kMaxPanelRows, tiles - i0);
+        for (index_t i = 0; i < count; ++i) {
+          const index_t tile = i0 + i, row = row0 + tile / t.tiles_wide, tx = tile % t.tiles_wide;
+          const index_t n = row / t.tiles_high, ty = row % t.tiles_high;
+          origins[i] = tile_origin(t, input.get(), row0, tile);
+          grad_origins[i] = grads.get() + n * plan.grad_image_floats + (2 * ty * grad_width + 2 * tx) * kp;
+        }
+        gemm.winograd_pack_input_rows(count, origins, cp, t.padded_width * cp, cp, i0, tiles, b_matrix, b);
+        gemm.winograd_pack_gradient(count, grad_origins, kp, grad_width * kp, kp, i0, tiles, a_matrix, a);
+      }
+      for (index_t e = 0; e < kPositions; ++e)
+        gemm.multiply_packed(kp, cp, tiles, a + e * a_matrix, b + e * b_matrix, sums + e * plan.sum_stride, cp,
+                             row0 != first_row);
+    }
+  });
+
+  // The chunks' partial sums in chunk order, then the filter-space transform. The 16 S_e are read together for
+  // each filter: kSumPadFloats keeps them from sharing one L1 set (they would be a multiple of 4 KiB apart).
+  FloatBuffer total = allocate_floats(kPositions * plan.sum_stride);
+  sum_partial_gradients(partials.get(), plan.chunks, kPositions * plan.sum_stride, threads, total.get());
+  parallel_for(g.out_channels, threads, [&](index_t o, int) {
+    for (index_t c = 0; c < g.in_channels; ++c)
+      transform_gradient(total.get() + o * cp + c, plan.sum_stride, dw + (o * g.in_channels + c) * 9);
   });
   return true;
 }

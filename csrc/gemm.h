@@ -79,6 +79,16 @@ struct GemmKernel {
   // dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < columns (planes to channels last).
   void (*transpose_to_channels_last)(index_t rows, index_t columns, const float* src, index_t src_stride, float* dst,
                                      index_t dst_stride);
+  // The Winograd weight gradient's operands, for blocks of `tiles` <= kc tiles (one K block). Input transforms of
+  // count tiles as rows t0.. of 16 packed-B matrices (tiles x channels), matrix e at packed + e * matrix_stride ...
+  void (*winograd_pack_input_rows)(index_t count, const float* const* origins, index_t pixel_stride,
+                                   index_t row_stride, index_t channels, index_t t0, index_t tiles,
+                                   index_t matrix_stride, float* packed);
+  // ... and A dy A^T of count 2x2 grad_output tiles (channels last) as columns t0.. of 16 packed-A matrices
+  // (channels x tiles).
+  void (*winograd_pack_gradient)(index_t count, const float* const* origins, index_t pixel_stride,
+                                 index_t row_stride, index_t channels, index_t t0, index_t tiles,
+                                 index_t matrix_stride, float* packed);
   int vector_floats;  // VL: floats per SIMD vector
 
   // Rows per packed panel of multiply_implicit's A: MR, or all of M when M is smaller (one exact panel).

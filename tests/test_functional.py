@@ -262,28 +262,30 @@ def test_non_finite_values_reach_the_gradients_exactly_where_the_reference_puts_
 
 @pytest.mark.parametrize("case", [(2, 32, 7, 9, 40, 1), (2, 48, 8, 8, 32, 0)])
 def test_winograd_layers_keep_infinities_and_nan_where_the_reference_puts_them(rng, case):
-    """3x3 layers with many channels take Winograd's algorithm, whose transforms mix all of a tile's inputs: an
-    infinity or NaN must still reach exactly the outputs whose windows contain it, forward and in the input
-    gradient (those calls take the direct paths)."""
+    """3x3 layers with many channels take Winograd's algorithm, whose transforms mix all of a tile's values: an
+    infinity or NaN in the input or in grad_output must still reach exactly the outputs and gradients the reference
+    puts it in (those calls take the direct paths)."""
     n, c_in, h, w, c_out, padding = case
     x = rng.standard_normal((n, c_in, h, w)).astype(np.float32)
     weight = rng.standard_normal((c_out, c_in, 3, 3)).astype(np.float32)
-    special = x.copy()
-    special[0, 0, 0, w - 1] = np.inf
-    special[1, -1, h - 1, 0] = np.nan
-    special[0, 1, h // 2, w - 2] = -np.inf
-    with np.errstate(invalid="ignore"):
-        same_specials(F.conv2d(special, weight, padding=padding),
-                      R.conv2d(special.astype(np.float64), weight.astype(np.float64), padding=padding))
+    special_x = x.copy()
+    special_x[0, 0, 0, w - 1] = np.inf
+    special_x[1, -1, h - 1, 0] = np.nan
+    special_x[0, 1, h // 2, w - 2] = -np.inf
     y = F.conv2d(x, weight, padding=padding)
     grad = rng.standard_normal(y.shape).astype(np.float32)
-    grad[0, 0, 0, 0] = np.inf
-    grad[1, -1, -1, -1] = np.nan
-    grad_x = F.conv2d_backward(grad, x, weight, padding=padding, output_mask=(True, False, False))[0]
-    with np.errstate(invalid="ignore"):
-        expected = R.conv2d_backward(grad.astype(np.float64), x.astype(np.float64), weight.astype(np.float64),
-                                     padding=padding)[0]
-        same_specials(grad_x, expected)
+    special_grad = grad.copy()
+    special_grad[0, 0, 0, 0] = np.inf
+    special_grad[1, -1, -1, -1] = np.nan
+    for x_used, grad_used in ((special_x, grad), (x, special_grad)):
+        got = (F.conv2d(x_used, weight, padding=padding),) + F.conv2d_backward(grad_used, x_used, weight,
+                                                                                padding=padding)
+        with np.errstate(invalid="ignore"):
+            expected = (R.conv2d(x_used.astype(np.float64), weight.astype(np.float64), padding=padding),) + \
+                R.conv2d_backward(grad_used.astype(np.float64), x_used.astype(np.float64), weight.astype(np.float64),
+                                  padding=padding)
+            for actual, reference in zip(got, expected):
+                same_specials(actual, reference)
 
 
 def test_average_pooling_fast_paths_give_the_general_loops_signed_zeros():
