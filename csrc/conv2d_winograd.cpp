@@ -42,13 +42,38 @@ struct WinogradPlan {
   index_t channels, out_channels;                     // rounded up to whole vectors
   index_t tiles_high, tiles_wide;                     // per image
   index_t padded_height, padded_width, image_floats;  // one image of the channels-last padded copy
-  index_t tile_rows, rows_per_block, blocks;          // blocks of whole rows of tiles, across images
+  index_t tile_rows, rows_per_block;                  // blocks of rows of tiles (see next_block)
+  std::vector<index_t> block_starts;                  // the forward's blocks: tile rows [start[i], start[i + 1])
+  index_t image_slots;                                // images a block spans at most
   index_t padded_tiles;                               // a block's tiles rounded up to MR
   index_t transformed_floats, sums_floats;            // per thread: 16 packed V_e and 16 M_e
   index_t weight_floats;                              // the 16 packed U_e
-  index_t input_floats;
+  index_t input_floats, pixel_floats;                 // per thread: the block's images copied, one transposed
   int threads;
 };
+
+// Where the block starting at tile row row0 ends (at most `limit`): either within one image, or whole images.
+// Each block copies the input rows its tiles read into its thread's buffer (image_slots images), so no workspace
+// grows with the batch (a whole-batch copy had to go through DRAM and could exceed a memory limit the direct paths
+// fit in).
+index_t next_block(const WinogradPlan& plan, index_t row0, index_t limit) {
+  const index_t th = plan.tiles_high, image_end = (row0 / th + 1) * th;
+  if (row0 % th == 0 && plan.rows_per_block >= th) {
+    const index_t whole = std::min(limit, row0 + plan.rows_per_block) / th * th;
+    if (whole > row0) return whole;
+  }
+  return std::min({limit, image_end, row0 + plan.rows_per_block});
+}
+
+// Blocks of at most `rows` rows of tiles: whole images when an image has no more, and the buffers that takes.
+void set_block_sizes(WinogradPlan& plan, index_t rows) {
+  const GemmKernel& gemm = gemm_kernel();
+  const index_t th = plan.tiles_high;
+  plan.rows_per_block = rows >= th ? rows / th * th : rows;
+  plan.image_slots = std::max<index_t>(1, plan.rows_per_block / th);
+  plan.input_floats = checked_mul(plan.image_slots, plan.image_floats, "conv2d");
+  plan.padded_tiles = ceil_div(checked_mul(plan.rows_per_block, plan.tiles_wide, "conv2d"), gemm.mr) * gemm.mr;
+}
 
 WinogradPlan plan_winograd(const ConvGeometry& g, int threads) {
   const GemmKernel& gemm = gemm_kernel();
@@ -63,18 +88,20 @@ WinogradPlan plan_winograd(const ConvGeometry& g, int threads) {
   plan.padded_width = 2 * plan.tiles_wide + 2;
   plan.image_floats =
       checked_mul(checked_mul(plan.padded_height, plan.padded_width, "conv2d"), plan.channels, "conv2d");
-  plan.input_floats = checked_mul(g.batch, plan.image_floats, "conv2d");
+  plan.pixel_floats = checked_mul(g.in_plane(), g.in_channels, "conv2d");
   plan.tile_rows = checked_mul(g.batch, plan.tiles_high, "conv2d");
   const index_t floats_per_tile = kPositions * (plan.channels + plan.out_channels);
   const index_t budget_rows = std::max<index_t>(1, kBlockBudgetFloats / floats_per_tile / plan.tiles_wide);
   const index_t balanced_rows = std::max<index_t>(1, plan.tile_rows / (kBlocksPerThread * threads));
   plan.rows_per_block = std::min(budget_rows, balanced_rows);
-  plan.blocks = ceil_div(plan.tile_rows, plan.rows_per_block);
-  plan.padded_tiles = ceil_div(checked_mul(plan.rows_per_block, plan.tiles_wide, "conv2d"), gemm.mr) * gemm.mr;
+  set_block_sizes(plan, plan.rows_per_block);
+  for (index_t row = 0; row < plan.tile_rows; row = next_block(plan, row, plan.tile_rows))
+    plan.block_starts.push_back(row);
+  plan.block_starts.push_back(plan.tile_rows);
   plan.transformed_floats = checked_mul(kPositions * plan.padded_tiles, plan.channels, "conv2d");
   plan.sums_floats = checked_mul(kPositions * plan.padded_tiles, plan.out_channels, "conv2d");
   plan.weight_floats = checked_mul(kPositions, gemm.packed_b_floats(plan.channels, plan.out_channels), "conv2d");
-  plan.threads = static_cast<int>(std::min<index_t>(threads, plan.blocks));
+  plan.threads = static_cast<int>(std::min<index_t>(threads, static_cast<index_t>(plan.block_starts.size()) - 1));
   return plan;
 }
 
@@ -118,15 +145,19 @@ void pack_filters(const ConvGeometry& g, const WinogradPlan& plan, int threads, 
   });
 }
 
-// One image's planes (channels x height x width at src) into a channels-last copy of padded_height x
-// padded_width pixels of `stride` floats: pixel (h, w) at (h + top, w + left), zeros around them and past the
-// channels. The transposition goes through `pixels` (height * width x channels), whole 16-pixel blocks at a time
+// Rows [row_begin, row_end) of one image's channels-last copy: padded_width pixels of `stride` floats per row,
+// the image's planes (channels x height x width at src) placed with pixel (h, w) at (h + top, w + left), zeros
+// around them and past the channels. The transposition goes through `pixels`, whole 16-pixel blocks at a time
 // (rows as narrow as 8 pixels would leave it element by element), then row by row into place.
 void copy_channels_last(index_t channels, index_t height, index_t width, const float* src, index_t top, index_t left,
-                        index_t padded_height, index_t padded_width, index_t stride, float* pixels, float* dst) {
+                        index_t row_begin, index_t row_end, index_t padded_width, index_t stride, float* pixels,
+                        float* dst) {
   const index_t row_floats = padded_width * stride;
-  gemm_kernel().transpose_to_channels_last(channels, height * width, src, height * width, pixels, channels);
-  for (index_t row = 0; row < padded_height; ++row) {
+  const index_t h0 = std::clamp<index_t>(row_begin - top, 0, height), h1 = std::clamp<index_t>(row_end - top, 0, height);
+  if (h1 > h0)
+    gemm_kernel().transpose_to_channels_last(channels, (h1 - h0) * width, src + h0 * width, height * width, pixels,
+                                            channels);
+  for (index_t row = row_begin; row < row_end; ++row) {
     float* out = dst + row * row_floats;
     const index_t h = row - top;
     if (h < 0 || h >= height) {
@@ -136,7 +167,7 @@ void copy_channels_last(index_t channels, index_t height, index_t width, const f
     float* first = out + left * stride;
     std::fill(out, first, 0.0f);
     for (index_t w = 0; w < width; ++w) {
-      const float* pixel = pixels + (h * width + w) * channels;
+      const float* pixel = pixels + ((h - h0) * width + w) * channels;
       std::copy(pixel, pixel + channels, first + w * stride);
       std::fill(first + w * stride + channels, first + (w + 1) * stride, 0.0f);
     }
@@ -144,22 +175,33 @@ void copy_channels_last(index_t channels, index_t height, index_t width, const f
   }
 }
 
-// The whole input, channels last and padded (WinogradPlan), each thread through its own `pixels` buffer.
-void copy_input(const ConvGeometry& g, const WinogradPlan& plan, int threads, const float* x, float* pixels,
-                float* input) {
-  const index_t pixel_floats = g.in_plane() * g.in_channels;
-  parallel_for(g.batch, threads, [&](index_t n, int thread) {
-    copy_channels_last(g.in_channels, g.in_height, g.in_width, x + n * g.in_channels * g.in_plane(), g.pad_top,
-                       g.pad_left, plan.padded_height, plan.padded_width, plan.channels,
-                       pixels + thread * pixel_floats, input + n * plan.image_floats);
-  });
+// The images the block of tile rows [row0, row1) spans, slot s holding image row0 / tiles_high + s: for each, the
+// padded rows its tiles read (input rows with `top` and `left` padding, `stride` floats per pixel), copied into
+// dst + s * image_floats at their places in the full padded image. `tile_height` is 2 for grad_output (its 2x2
+// tiles), 4 for the input (4x4 windows).
+void copy_block(const WinogradPlan& plan, index_t row0, index_t row1, index_t channels, index_t height, index_t width,
+                const float* planes, index_t top, index_t left, index_t padded_width, index_t stride,
+                index_t image_floats, index_t tile_height, float* pixels, float* dst) {
+  const index_t th = plan.tiles_high, first_image = row0 / th;
+  for (index_t n = first_image; n * th < row1; ++n) {
+    const index_t ty_first = std::max(row0, n * th) - n * th, ty_last = std::min(row1, (n + 1) * th) - 1 - n * th;
+    copy_channels_last(channels, height, width, planes + n * channels * height * width, top, left, 2 * ty_first,
+                       2 * ty_last + tile_height, padded_width, stride, pixels,
+                       dst + (n - first_image) * image_floats);
+  }
 }
 
-// Where tile `tile` of a block starting at tile row row0 reads its 4x4 window in the channels-last input.
+void copy_input_block(const ConvGeometry& g, const WinogradPlan& plan, index_t row0, index_t row1, const float* x,
+                      float* pixels, float* input) {
+  copy_block(plan, row0, row1, g.in_channels, g.in_height, g.in_width, x, g.pad_top, g.pad_left, plan.padded_width,
+             plan.channels, plan.image_floats, 4, pixels, input);
+}
+
+// Where tile `tile` of the block starting at tile row row0 reads its 4x4 window in the block's input copy.
 const float* tile_origin(const WinogradPlan& plan, const float* input, index_t row0, index_t tile) {
   const index_t row = row0 + tile / plan.tiles_wide, tx = tile % plan.tiles_wide;
-  const index_t n = row / plan.tiles_high, ty = row % plan.tiles_high;
-  return input + n * plan.image_floats + (2 * ty * plan.padded_width + 2 * tx) * plan.channels;
+  const index_t slot = row / plan.tiles_high - row0 / plan.tiles_high, ty = row % plan.tiles_high;
+  return input + slot * plan.image_floats + (2 * ty * plan.padded_width + 2 * tx) * plan.channels;
 }
 
 }  // namespace
@@ -169,16 +211,16 @@ bool winograd_applies(const ConvGeometry& g) {
          g.dilation_w == 1 && g.groups == 1 && g.in_channels >= kMinChannels && g.out_channels >= kMinChannels;
 }
 
+namespace {
+index_t forward_per_thread_floats(const WinogradPlan& plan) {
+  return plan.input_floats + plan.pixel_floats + plan.transformed_floats + plan.sums_floats;
+}
+}  // namespace
+
 index_t winograd_forward_workspace_bytes(const ConvGeometry& g, int threads) {
   const WinogradPlan plan = plan_winograd(g, threads);
-  index_t floats = checked_add(plan.input_floats, plan.weight_floats, "conv2d");
-  floats = checked_add(floats, checked_mul(plan.threads, plan.transformed_floats + plan.sums_floats, "conv2d"),
-                       "conv2d");
-  // the padded bias, and one image channels last (unpadded) for each thread copying the input
-  floats = checked_add(floats, plan.out_channels, "conv2d");
-  const index_t copy_threads = std::min<index_t>(threads, g.batch);
-  floats = checked_add(floats, checked_mul(copy_threads, checked_mul(g.in_plane(), g.in_channels, "conv2d"), "conv2d"),
-                       "conv2d");
+  index_t floats = checked_add(plan.weight_floats, plan.out_channels, "conv2d");  // filters, padded bias
+  floats = checked_add(floats, checked_mul(plan.threads, forward_per_thread_floats(plan), "conv2d"), "conv2d");
   return checked_mul(floats, static_cast<index_t>(sizeof(float)), "conv2d");
 }
 
@@ -195,24 +237,21 @@ bool winograd_forward(const ConvGeometry& g, int threads, const float* x, const 
   std::vector<float> bias(static_cast<std::size_t>(kp), 0.0f);
   if (b != nullptr) std::copy(b, b + g.out_channels, bias.begin());
 
-  FloatBuffer input = allocate_floats(plan.input_floats);
-  {
-    const int copy_threads = static_cast<int>(std::min<index_t>(threads, g.batch));
-    FloatBuffer pixels = allocate_floats(checked_mul(copy_threads, g.in_plane() * g.in_channels, "conv2d"));
-    copy_input(g, plan, copy_threads, x, pixels.get(), input.get());
-  }
-
-  const index_t per_thread = plan.transformed_floats + plan.sums_floats;
+  const index_t per_thread = forward_per_thread_floats(plan);
   FloatBuffer workspace = allocate_floats(checked_mul(plan.threads, per_thread, "conv2d"));
-  parallel_for(plan.blocks, plan.threads, [&](index_t block, int thread) {
-    float* transformed = workspace.get() + thread * per_thread;
+  const index_t blocks = static_cast<index_t>(plan.block_starts.size()) - 1;
+  parallel_for(blocks, plan.threads, [&](index_t block, int thread) {
+    float* input = workspace.get() + thread * per_thread;
+    float* pixels = input + plan.input_floats;
+    float* transformed = pixels + plan.pixel_floats;
     float* sums = transformed + plan.transformed_floats;
-    const index_t row0 = block * plan.rows_per_block, row1 = std::min(plan.tile_rows, row0 + plan.rows_per_block);
+    const index_t row0 = plan.block_starts[block], row1 = plan.block_starts[block + 1];
+    copy_input_block(g, plan, row0, row1, x, pixels, input);
     const index_t tiles = (row1 - row0) * tiles_wide, padded_m = ceil_div(tiles, gemm.mr) * gemm.mr;
     const float* origins[kMaxPanelRows];
     for (index_t i0 = 0; i0 < tiles; i0 += gemm.mr) {
       const index_t count = std::min<index_t>(gemm.mr, tiles - i0);
-      for (index_t i = 0; i < count; ++i) origins[i] = tile_origin(plan, input.get(), row0, i0 + i);
+      for (index_t i = 0; i < count; ++i) origins[i] = tile_origin(plan, input, row0, i0 + i);
       gemm.winograd_pack_input(count, origins, cp, plan.padded_width * cp, cp, i0, padded_m, padded_m * cp,
                                transformed);
     }
@@ -248,11 +287,12 @@ constexpr index_t kSumPadFloats = 16;  // S_e matrices 64 bytes more than a mult
 
 struct WeightPlan {
   WinogradPlan tiles;
-  index_t chunks, rows_per_block;
+  index_t chunks;
   index_t padded_m, padded_n;  // S's rows (C_out) rounded up to MR, columns (C) to NR
   index_t a_floats, b_floats;  // one position's packed operands for a block of the most tiles
   index_t sum_stride;          // between the 16 S_e of one partial
   index_t grad_image_floats;   // grad_output channels last, tiles_high * 2 x tiles_wide * 2 pixels
+  index_t pixel_floats;         // per thread: one image of the input or of grad_output transposed
   index_t partial_floats, per_thread_floats;
   int threads;
 };
@@ -265,8 +305,8 @@ WeightPlan plan_weight(const ConvGeometry& g, int threads) {
   plan.chunks = std::min(kWeightChunks, t.tile_rows);
   const index_t floats_per_tile = kPositions * (t.channels + t.out_channels);
   const index_t budget_rows = std::max<index_t>(1, kBlockBudgetFloats / floats_per_tile / t.tiles_wide);
-  plan.rows_per_block = std::min(budget_rows, std::max<index_t>(1, gemm.kc / t.tiles_wide));
-  const index_t block_tiles = plan.rows_per_block * t.tiles_wide;
+  set_block_sizes(plan.tiles, std::min(budget_rows, std::max<index_t>(1, gemm.kc / t.tiles_wide)));
+  const index_t block_tiles = t.rows_per_block * t.tiles_wide;
   plan.padded_m = ceil_div(t.out_channels, gemm.mr) * gemm.mr;
   plan.padded_n = ceil_div(t.channels, gemm.nr) * gemm.nr;
   plan.a_floats = plan.padded_m * block_tiles;
@@ -274,7 +314,9 @@ WeightPlan plan_weight(const ConvGeometry& g, int threads) {
   plan.sum_stride = t.out_channels * t.channels + kSumPadFloats;
   plan.grad_image_floats = 4 * t.tiles_high * t.tiles_wide * t.out_channels;
   plan.partial_floats = checked_mul(checked_mul(plan.chunks, kPositions, "conv2d"), plan.sum_stride, "conv2d");
-  plan.per_thread_floats = kPositions * (plan.a_floats + plan.b_floats);
+  plan.pixel_floats = std::max(t.pixel_floats, checked_mul(g.out_plane(), g.out_channels, "conv2d"));
+  plan.per_thread_floats = kPositions * (plan.a_floats + plan.b_floats) + t.input_floats +
+                           checked_mul(t.image_slots, plan.grad_image_floats, "conv2d") + plan.pixel_floats;
   plan.threads = static_cast<int>(std::min<index_t>(threads, plan.chunks));
   return plan;
 }
@@ -305,12 +347,7 @@ bool winograd_backward_weight_applies(const ConvGeometry& g) {
 
 index_t winograd_backward_weight_workspace_bytes(const ConvGeometry& g, int threads) {
   const WeightPlan plan = plan_weight(g, threads);
-  const WinogradPlan& t = plan.tiles;
-  const index_t copy_threads = std::min<index_t>(threads, g.batch);
-  index_t floats = checked_add(t.input_floats, checked_mul(g.batch, plan.grad_image_floats, "conv2d"), "conv2d");
-  floats = checked_add(floats, checked_mul(copy_threads, std::max(g.in_plane() * g.in_channels,
-                                                                  g.out_plane() * g.out_channels), "conv2d"), "conv2d");
-  floats = checked_add(floats, checked_mul(plan.threads, plan.per_thread_floats, "conv2d"), "conv2d");
+  index_t floats = checked_mul(plan.threads, plan.per_thread_floats, "conv2d");
   floats = checked_add(floats, plan.partial_floats + kPositions * plan.sum_stride, "conv2d");
   return checked_mul(floats, static_cast<index_t>(sizeof(float)), "conv2d");
 }
@@ -323,32 +360,25 @@ bool winograd_backward_weight(const ConvGeometry& g, int threads, const float* d
   const WinogradPlan& t = plan.tiles;
   const index_t cp = t.channels, kp = t.out_channels, grad_width = 2 * t.tiles_wide;
 
-  FloatBuffer input = allocate_floats(t.input_floats);
-  FloatBuffer grads = allocate_floats(checked_mul(g.batch, plan.grad_image_floats, "conv2d"));
-  {
-    const int copy_threads = static_cast<int>(std::min<index_t>(threads, g.batch));
-    const index_t grad_pixels = g.out_plane() * g.out_channels;
-    FloatBuffer pixels = allocate_floats(checked_mul(copy_threads, std::max(g.in_plane() * g.in_channels, grad_pixels),
-                                                     "conv2d"));
-    copy_input(g, t, copy_threads, x, pixels.get(), input.get());
-    parallel_for(g.batch, copy_threads, [&](index_t n, int thread) {
-      copy_channels_last(g.out_channels, g.out_height, g.out_width, dy + n * grad_pixels, 0, 0, 2 * t.tiles_high,
-                         grad_width, kp, pixels.get() + thread * std::max(g.in_plane() * g.in_channels, grad_pixels),
-                         grads.get() + n * plan.grad_image_floats);
-    });
-  }
-
   FloatBuffer workspace = allocate_floats(checked_mul(plan.threads, plan.per_thread_floats, "conv2d"));
   FloatBuffer partials = allocate_floats(plan.partial_floats);
   parallel_for(plan.chunks, plan.threads, [&](index_t chunk, int thread) {
     float* a = workspace.get() + thread * plan.per_thread_floats;
     float* b = a + kPositions * plan.a_floats;
+    float* input = b + kPositions * plan.b_floats;
+    float* grads = input + t.input_floats;
+    float* pixels = grads + t.image_slots * plan.grad_image_floats;
     float* sums = partials.get() + chunk * kPositions * plan.sum_stride;
     const index_t first_row = t.tile_rows * chunk / plan.chunks, end_row = t.tile_rows * (chunk + 1) / plan.chunks;
     const float* origins[kMaxPanelRows];
     const float* grad_origins[kMaxPanelRows];
-    for (index_t row0 = first_row; row0 < end_row; row0 += plan.rows_per_block) {
-      const index_t tiles = (std::min(end_row, row0 + plan.rows_per_block) - row0) * t.tiles_wide;
+    for (index_t row0 = first_row, row1; row0 < end_row; row0 = row1) {
+      row1 = next_block(t, row0, end_row);
+      copy_input_block(g, t, row0, row1, x, pixels, input);
+      // grad_output on whole 2x2 tiles: zeros past its last row and column
+      copy_block(t, row0, row1, g.out_channels, g.out_height, g.out_width, dy, 0, 0, grad_width, kp,
+                 plan.grad_image_floats, 2, pixels, grads);
+      const index_t tiles = (row1 - row0) * t.tiles_wide;
       const index_t a_matrix = plan.padded_m * tiles, b_matrix = plan.padded_n * tiles;
       // rows and columns past the real channels must be zero; where they lie depends on the block's size
       if (plan.padded_m > kp) std::fill(a, a + kPositions * a_matrix, 0.0f);
@@ -357,9 +387,9 @@ bool winograd_backward_weight(const ConvGeometry& g, int threads, const float* d
         const index_t count = std::min(kMaxPanelRows, tiles - i0);
         for (index_t i = 0; i < count; ++i) {
           const index_t tile = i0 + i, row = row0 + tile / t.tiles_wide, tx = tile % t.tiles_wide;
-          const index_t n = row / t.tiles_high, ty = row % t.tiles_high;
-          origins[i] = tile_origin(t, input.get(), row0, tile);
-          grad_origins[i] = grads.get() + n * plan.grad_image_floats + (2 * ty * grad_width + 2 * tx) * kp;
+          const index_t slot = row / t.tiles_high - row0 / t.tiles_high, ty = row % t.tiles_high;
+          origins[i] = tile_origin(t, input, row0, tile);
+          grad_origins[i] = grads + slot * plan.grad_image_floats + (2 * ty * grad_width + 2 * tx) * kp;
         }
         gemm.winograd_pack_input_rows(count, origins, cp, t.padded_width * cp, cp, i0, tiles, b_matrix, b);
         gemm.winograd_pack_gradient(count, grad_origins, kp, grad_width * kp, kp, i0, tiles, a_matrix, a);

@@ -325,6 +325,23 @@ def test_a_huge_batch_is_convolved_in_blocks_whose_workspace_does_not_grow_with_
 
 
 @pytest.mark.parametrize("threads", [1, 2])
+def test_winograd_layers_copy_their_input_block_by_block_whatever_the_batch(threads):
+    """3x3 layers with 32 channels take Winograd's algorithm, which copies its input channels last: one block of
+    images at a time in each thread's buffer, never the whole batch (42 MB here), forward and weight gradient."""
+    fastcnn.set_num_threads(threads)
+    n = 1024
+    x = np.ones((n, 32, 16, 16), np.float32)
+    w = np.ones((32, 32, 3, 3), np.float32)
+    fastcnn.set_memory_limit(n * 32 * 16 * 16 * 4 + 4 * 2**20)  # the output plus 4 MiB
+    y = F.conv2d(x, w, padding=1)
+    assert y[0, 0, 0, 0] == 32 * 4 and y[-1, -1, 8, 8] == 32 * 9  # exact: the transforms only halve integers
+    del y
+    grad_w = F.conv2d_backward(np.ones((n, 32, 16, 16), np.float32), x, w, padding=1,
+                               output_mask=(False, True, False))[1]
+    assert grad_w[0, 0, 1, 1] == n * 16 * 16 and grad_w[-1, -1, 0, 0] == n * 15 * 15
+
+
+@pytest.mark.parametrize("threads", [1, 2])
 def test_samples_whose_output_is_split_into_chunks_are_still_padded_one_at_a_time(threads):
     """64 output channels of 32x32 fill more than one L2-sized output chunk per sample; the samples' padded copies
     (74 KiB each, 4.7 MB for the batch) must still be made one per work item, not for the whole batch at once."""
