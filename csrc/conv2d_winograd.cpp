@@ -10,10 +10,11 @@
 // needs enough channels both ways (kMinChannels); and rounding, small because the transforms' coefficients are
 // 0, +-1 and +-1/2 (the results are tested against the reference at the direct paths' tolerance).
 //
-// Layout: the input is copied once, channels last and zero-padded, channels rounded up to whole vectors, so that a
-// vector holds one pixel's channels and every transform is whole-vector additions (gemm_kernel.inc). Work items
-// are blocks of whole rows of tiles (across images); each transforms its tiles into the packed A operands of the
-// 16 GEMMs in its thread's workspace (sized to stay in L2), multiplies, and transforms the sums straight into y.
+// Layout: each block of tile rows (whole images, or rows of one image) copies the input rows its tiles read into
+// its thread's buffer, channels last and zero-padded, channels rounded up to whole vectors, so that a vector holds
+// one pixel's channels and every transform is whole-vector additions (gemm_kernel.inc). It then transforms its
+// tiles into the packed A operands of the 16 GEMMs (sized to stay in L2), multiplies, and transforms the sums
+// straight into y.
 // Each output is one fixed sequence of operations, so results are bitwise the same for any thread count. The input
 // gradient is this forward on the transposed geometry (conv2d_implicit.cpp); the weight gradient, at the end of
 // this file, reuses the input copy and transform.
@@ -147,8 +148,9 @@ void pack_filters(const ConvGeometry& g, const WinogradPlan& plan, int threads, 
 
 // Rows [row_begin, row_end) of one image's channels-last copy: padded_width pixels of `stride` floats per row,
 // the image's planes (channels x height x width at src) placed with pixel (h, w) at (h + top, w + left), zeros
-// around them and past the channels. The transposition goes through `pixels`, whole 16-pixel blocks at a time
-// (rows as narrow as 8 pixels would leave it element by element), then row by row into place.
+// around them and past the channels. The transposition goes through `pixels` (with AVX-512
+// in blocks of 8 channels x 16 pixels of the flattened plane: rows as narrow as 8 pixels would leave it element by
+// element), then row by row into place.
 void copy_channels_last(index_t channels, index_t height, index_t width, const float* src, index_t top, index_t left,
                         index_t row_begin, index_t row_end, index_t padded_width, index_t stride, float* pixels,
                         float* dst) {
@@ -227,6 +229,7 @@ index_t winograd_forward_workspace_bytes(const ConvGeometry& g, int threads) {
 bool winograd_forward(const ConvGeometry& g, int threads, const float* x, const float* w, const float* b, float* y) {
   if (!all_finite(x, g.batch * g.in_channels * g.in_plane()) || !all_finite(w, g.out_channels * g.patch_size()))
     return false;
+  const index_t output_floats = g.batch * g.out_channels * g.out_plane();
   const GemmKernel& gemm = gemm_kernel();
   const WinogradPlan plan = plan_winograd(g, threads);
   const index_t cp = plan.channels, kp = plan.out_channels, tiles_wide = plan.tiles_wide;
@@ -270,7 +273,9 @@ bool winograd_forward(const ConvGeometry& g, int threads, const float* x, const 
       }
     }
   });
-  return true;
+  // Finite values near the float range can still overflow inside a transform (a sum of four inputs), and
+  // infinity - infinity there is NaN where the direct sum is finite: then the direct paths redo the call.
+  return all_finite(y, output_floats);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -306,6 +311,7 @@ WeightPlan plan_weight(const ConvGeometry& g, int threads) {
   const index_t floats_per_tile = kPositions * (t.channels + t.out_channels);
   const index_t budget_rows = std::max<index_t>(1, kBlockBudgetFloats / floats_per_tile / t.tiles_wide);
   set_block_sizes(plan.tiles, std::min(budget_rows, std::max<index_t>(1, gemm.kc / t.tiles_wide)));
+  plan.tiles.block_starts.clear();  // the forward's blocks: here blocks follow the chunks (next_block)
   const index_t block_tiles = t.rows_per_block * t.tiles_wide;
   plan.padded_m = ceil_div(t.out_channels, gemm.mr) * gemm.mr;
   plan.padded_n = ceil_div(t.channels, gemm.nr) * gemm.nr;
@@ -369,6 +375,8 @@ bool winograd_backward_weight(const ConvGeometry& g, int threads, const float* d
     float* grads = input + t.input_floats;
     float* pixels = grads + t.image_slots * plan.grad_image_floats;
     float* sums = partials.get() + chunk * kPositions * plan.sum_stride;
+    for (index_t e = 0; e < kPositions; ++e)  // the padding between S_e is summed with them (never read after)
+      std::fill(sums + e * plan.sum_stride + kp * cp, sums + (e + 1) * plan.sum_stride, 0.0f);
     const index_t first_row = t.tile_rows * chunk / plan.chunks, end_row = t.tile_rows * (chunk + 1) / plan.chunks;
     const float* origins[kMaxPanelRows];
     const float* grad_origins[kMaxPanelRows];
@@ -400,7 +408,8 @@ bool winograd_backward_weight(const ConvGeometry& g, int threads, const float* d
     }
   });
 
-  // The chunks' partial sums in chunk order, then the filter-space transform. The 16 S_e are read together for
+  // The chunks' partial sums in chunk order, then the filter-space transform (and, as in the forward, a check for
+  // an overflow inside a transform, which sends the call to the direct paths). The 16 S_e are read together for
   // each filter: kSumPadFloats keeps them from sharing one L1 set (they would be a multiple of 4 KiB apart).
   FloatBuffer total = allocate_floats(kPositions * plan.sum_stride);
   sum_partial_gradients(partials.get(), plan.chunks, kPositions * plan.sum_stride, threads, total.get());
@@ -408,7 +417,7 @@ bool winograd_backward_weight(const ConvGeometry& g, int threads, const float* d
     for (index_t c = 0; c < g.in_channels; ++c)
       transform_gradient(total.get() + o * cp + c, plan.sum_stride, dw + (o * g.in_channels + c) * 9);
   });
-  return true;
+  return all_finite(dw, g.out_channels * g.patch_size());
 }
 
 }  // namespace fastcnn

@@ -10,12 +10,13 @@ namespace fastcnn {
 // 3x3, stride 1, no dilation, one group, and enough channels both ways for the transforms to pay.
 bool winograd_applies(const ConvGeometry& g);
 index_t winograd_forward_workspace_bytes(const ConvGeometry& g, int threads);
-// Returns false, having written nothing, when x or w holds an infinity or NaN: the transforms mix a tile's inputs,
-// so one non-finite input would reach outputs whose windows do not contain it (the other paths then run).
+// Returns false when x or w holds an infinity or NaN (having written nothing: the transforms mix a tile's inputs,
+// so one non-finite input would reach outputs whose windows do not contain it), or when finite values overflowed
+// inside a transform (y then holds that attempt): either way the direct paths must then run.
 bool winograd_forward(const ConvGeometry& g, int threads, const float* x, const float* w, const float* b, float* y);
 
-// The weight gradient the same way (where the output is at most 2 * KC pixels wide); returns false, having
-// written nothing, when x or dy holds an infinity or NaN.
+// The weight gradient the same way (where the output is at most 2 * KC pixels wide); returns false, as the
+// forward, for non-finite values in x or dy or an overflow inside a transform.
 bool winograd_backward_weight_applies(const ConvGeometry& g);
 index_t winograd_backward_weight_workspace_bytes(const ConvGeometry& g, int threads);
 bool winograd_backward_weight(const ConvGeometry& g, int threads, const float* dy, const float* x, float* dw);

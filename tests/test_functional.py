@@ -288,6 +288,30 @@ def test_winograd_layers_keep_infinities_and_nan_where_the_reference_puts_them(r
                 same_specials(actual, reference)
 
 
+def test_winograd_layers_never_turn_finite_results_into_nan_near_the_float_range():
+    """A transform adds four inputs: +-1.8e38 values overflow there although every sum of the direct convolution is
+    finite (one nonzero product each). Those calls must give the exact finite results, forward and both gradients."""
+    big = np.float32(1.8e38)
+    x = np.zeros((1, 32, 4, 4), np.float32)
+    x[0, 0, :2], x[0, 0, 2:] = big, -big
+    weight = np.zeros((32, 32, 3, 3), np.float32)
+    weight[:, 0, 1, 1] = 1.0  # each output channel copies the centre of input channel 0's window
+    y = F.conv2d(x, weight)
+    np.testing.assert_array_equal(y, np.broadcast_to(x[:, :1, 1:3, 1:3], y.shape))
+    big_grad = np.zeros_like(y)
+    big_grad[0, 0] = [[big, -big], [-big, big]]
+    grad_x = F.conv2d_backward(big_grad, x, weight, output_mask=(True, False, False))[0]
+    expected_x = np.zeros_like(x)
+    expected_x[0, 0, 1:3, 1:3] = big_grad[0, 0]  # the transposed copy: only channel 0 has nonzero weights
+    np.testing.assert_array_equal(grad_x, expected_x)
+    one_grad = np.zeros_like(y)
+    one_grad[0, 0, 0, 0] = 1.0
+    grad_w = F.conv2d_backward(one_grad, x, weight, output_mask=(False, True, False))[1]
+    expected_w = np.zeros_like(weight)
+    expected_w[0, :] = x[0, :, 0:3, 0:3]  # the window of output pixel (0, 0)
+    np.testing.assert_array_equal(grad_w, expected_w)
+
+
 def test_average_pooling_fast_paths_give_the_general_loops_signed_zeros():
     """The general loop sums from +0 and adds gradients into zeros, so windows of -0 give +0 on every path."""
     x = np.full((1, 1, 16, 18), -0.0, np.float32)  # 2x2 windows: the vector path and, with the odd size, the tail

@@ -6,6 +6,7 @@ Run it from an installed fastcnn (PyTorch, threadpoolctl and matplotlib are used
     python -m fastcnn.bench --quick                          # smoke run, well under a minute
     python -m fastcnn.bench --threads 1,2 --markdown core.md --json core.json --plot core.png
     python -m fastcnn.bench --only train,infer               # some sections: conv, pool, train, infer, memory
+    python -m fastcnn.bench --system-malloc                  # leave glibc's malloc as it is (see keep_freed_memory)
 
 Each kernel figure is the median of --repeats timed calls, made after untimed warm-up calls. The output of each
 implementation's first call is compared with the reference's before anything is timed, and a row whose fastcnn
@@ -179,13 +180,19 @@ def keep_freed_memory() -> str:
     """Ask glibc's malloc to keep freed memory (see above); returns what the allocator does now, for the report."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # no C library to open this way (Windows), or no mallopt in it
         return "the system's, as is (no glibc mallopt to keep freed memory)"
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) != 1 or mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) != 1:
+    mmap_kept = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+    trim_kept = mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
+    children = "; the memory section's fresh processes keep the default"
+    if not (mmap_kept or trim_kept):
         return "glibc malloc, as is (mallopt refused to keep freed memory)"
+    if not (mmap_kept and trim_kept):
+        return (f"glibc malloc with only its {'mmap' if mmap_kept else 'trim'} threshold raised (mallopt refused the "
+                f"other), so some fresh outputs may still time page faults{children}")
     return ("glibc malloc keeping freed memory for both libraries (mallopt: mmap threshold 32 MiB, trim threshold "
-            "1 GiB), so that fresh outputs reuse mapped pages instead of timing page faults")
+            f"1 GiB), so that fresh outputs reuse mapped pages instead of timing page faults{children}")
 
 
 def describe_environment(torch, threadpoolctl, threads, repeats, allocator: str) -> dict:
