@@ -287,6 +287,8 @@ bool winograd_forward(const ConvGeometry& g, int threads, const float* x, const 
 // ---------------------------------------------------------------------------------------------------------------
 namespace {
 
+// Each chunk has a 16 x C_out x C partial to sum at the end: 8 chunks measured 13% slower than 4 at 2 threads
+// (64x128x8x8 and 1x64x56x56). The price of 4: this pass uses at most 4 threads.
 constexpr index_t kWeightChunks = 4;
 constexpr index_t kSumPadFloats = 16;  // S_e matrices 64 bytes more than a multiple of 4 KiB apart: see below
 
