@@ -15,8 +15,8 @@ index_t winograd_forward_workspace_bytes(const ConvGeometry& g, int threads);
 // inside a transform (y then holds that attempt): either way the direct paths must then run.
 bool winograd_forward(const ConvGeometry& g, int threads, const float* x, const float* w, const float* b, float* y);
 
-// The weight gradient the same way (where the output is at most 2 * KC pixels wide); returns false, as the
-// forward, for non-finite values in x or dy or an overflow inside a transform.
+// The weight gradient the same way (with AVX-512, where the output is at most 2 * KC pixels wide); returns false,
+// as the forward, for non-finite values in x or dy or an overflow inside a transform.
 bool winograd_backward_weight_applies(const ConvGeometry& g);
 index_t winograd_backward_weight_workspace_bytes(const ConvGeometry& g, int threads);
 bool winograd_backward_weight(const ConvGeometry& g, int threads, const float* dy, const float* x, float* dw);
