@@ -227,7 +227,7 @@ index_t winograd_forward_workspace_bytes(const ConvGeometry& g, int threads) {
 }
 
 bool winograd_forward(const ConvGeometry& g, int threads, const float* x, const float* w, const float* b, float* y) {
-  if (!all_finite(x, g.batch * g.in_channels * g.in_plane()) || !all_finite(w, g.out_channels * g.patch_size()))
+  if (!all_finite(x, g.batch * g.in_channels * g.in_plane(), threads) || !all_finite(w, g.out_channels * g.patch_size()))
     return false;
   const index_t output_floats = g.batch * g.out_channels * g.out_plane();
   const GemmKernel& gemm = gemm_kernel();
@@ -275,7 +275,7 @@ bool winograd_forward(const ConvGeometry& g, int threads, const float* x, const 
   });
   // Finite values near the float range can still overflow inside a transform (a sum of four inputs), and
   // infinity - infinity there is NaN where the direct sum is finite: then the direct paths redo the call.
-  return all_finite(y, output_floats);
+  return all_finite(y, output_floats, threads);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -365,7 +365,8 @@ index_t winograd_backward_weight_workspace_bytes(const ConvGeometry& g, int thre
 }
 
 bool winograd_backward_weight(const ConvGeometry& g, int threads, const float* dy, const float* x, float* dw) {
-  if (!all_finite(x, g.batch * g.in_channels * g.in_plane()) || !all_finite(dy, g.batch * g.out_channels * g.out_plane()))
+  if (!all_finite(x, g.batch * g.in_channels * g.in_plane(), threads) ||
+      !all_finite(dy, g.batch * g.out_channels * g.out_plane(), threads))
     return false;
   const GemmKernel& gemm = gemm_kernel();
   const WeightPlan plan = plan_weight(g, threads);
@@ -423,7 +424,7 @@ bool winograd_backward_weight(const ConvGeometry& g, int threads, const float* d
     for (index_t c = 0; c < g.in_channels; ++c)
       transform_gradient(total.get() + o * cp + c, plan.sum_stride, dw + (o * g.in_channels + c) * 9);
   });
-  return all_finite(dw, g.out_channels * g.patch_size());
+  return all_finite(dw, g.out_channels * g.patch_size(), threads);
 }
 
 }  // namespace fastcnn

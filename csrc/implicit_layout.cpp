@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 namespace fastcnn {
 namespace {
@@ -36,6 +37,18 @@ bool all_finite(const float* values, index_t count) {
     special |= (bits & 0x7f800000u) == 0x7f800000u;
   }
   return special == 0;
+}
+
+bool all_finite(const float* values, index_t count, int threads) {
+  constexpr index_t kSpan = 65536;  // floats per work item
+  const index_t spans = ceil_div(count, kSpan);
+  if (threads <= 1 || spans <= 1) return all_finite(values, count);
+  std::vector<char> finite(static_cast<std::size_t>(spans));
+  parallel_for(spans, threads, [&](index_t span, int) {
+    const index_t begin = span * kSpan;
+    finite[span] = all_finite(values + begin, std::min(kSpan, count - begin));
+  });
+  return std::all_of(finite.begin(), finite.end(), [](char ok) { return ok != 0; });
 }
 
 bool pad_unit(const ConvGeometry& g, const PaddedInput& pad, const float* src, float* dst, bool check_finite) {

@@ -20,6 +20,8 @@ PaddedInput padded_input(const ConvGeometry& g, index_t nr);
 // Whether every value is finite (an exponent of all ones is an infinity or NaN); integer arithmetic, so the loop
 // vectorises.
 bool all_finite(const float* values, index_t count);
+// The same on `threads` threads for large arrays (a serial scan of a whole batch held back the second thread).
+bool all_finite(const float* values, index_t count, int threads);
 
 // The planes of one (sample, group) into its zero-padded copy (and the slack after it zeroed). Returns whether
 // every value copied is finite when asked to check.
