@@ -350,9 +350,9 @@ void transform_gradient(const float* sums, index_t sum_stride, float* dw) {
 
 bool winograd_backward_weight_applies(const ConvGeometry& g) {
   // A block holds whole rows of tiles in one K block of the GEMM. With AVX2 (6-row panels, 8-float vectors) or
-  // without SIMD, packing the transformed gradient into the GEMM's panels costs more than the multiplications
-  // saved for 32 to 64 channels (measured 10-60% slower than the direct weight gradient, faster only from 128): the
-  // direct paths serve those machines.
+  // without SIMD it measured 2-50% slower than the direct weight gradient for 32 to 64 channels (faster only from
+  // 128), also with the transformed gradient packed by pack_a instead of in 6-float runs: the direct paths serve
+  // those machines.
   const GemmKernel& gemm = gemm_kernel();
   return winograd_applies(g) && gemm.vector_floats == 16 && ceil_div(g.out_width, 2) <= gemm.kc;
 }
