@@ -199,11 +199,14 @@ void copy_input_block(const ConvGeometry& g, const WinogradPlan& plan, index_t r
              plan.channels, plan.image_floats, 4, pixels, input);
 }
 
-// Where tile `tile` of the block starting at tile row row0 reads its 4x4 window in the block's input copy.
-const float* tile_origin(const WinogradPlan& plan, const float* input, index_t row0, index_t tile) {
+// Where tile `tile` of the block starting at tile row row0 starts in a copy the block made with copy_block (of
+// images image_floats apart, padded_width pixels of `stride` floats per row): its 4x4 input window, or with
+// grad_output's copy, its 2x2 gradient.
+const float* tile_origin(const WinogradPlan& plan, const float* copy, index_t image_floats, index_t padded_width,
+                         index_t stride, index_t row0, index_t tile) {
   const index_t row = row0 + tile / plan.tiles_wide, tx = tile % plan.tiles_wide;
   const index_t slot = row / plan.tiles_high - row0 / plan.tiles_high, ty = row % plan.tiles_high;
-  return input + slot * plan.image_floats + (2 * ty * plan.padded_width + 2 * tx) * plan.channels;
+  return copy + slot * image_floats + (2 * ty * padded_width + 2 * tx) * stride;
 }
 
 }  // namespace
@@ -254,7 +257,8 @@ bool winograd_forward(const ConvGeometry& g, int threads, const float* x, const 
     const float* origins[kMaxPanelRows];
     for (index_t i0 = 0; i0 < tiles; i0 += gemm.mr) {
       const index_t count = std::min<index_t>(gemm.mr, tiles - i0);
-      for (index_t i = 0; i < count; ++i) origins[i] = tile_origin(plan, input, row0, i0 + i);
+      for (index_t i = 0; i < count; ++i)
+        origins[i] = tile_origin(plan, input, plan.image_floats, plan.padded_width, cp, row0, i0 + i);
       gemm.winograd_pack_input(count, origins, cp, plan.padded_width * cp, cp, i0, padded_m, padded_m * cp,
                                transformed);
     }
@@ -401,10 +405,8 @@ bool winograd_backward_weight(const ConvGeometry& g, int threads, const float* d
       for (index_t i0 = 0; i0 < tiles; i0 += kMaxPanelRows) {
         const index_t count = std::min(kMaxPanelRows, tiles - i0);
         for (index_t i = 0; i < count; ++i) {
-          const index_t tile = i0 + i, row = row0 + tile / t.tiles_wide, tx = tile % t.tiles_wide;
-          const index_t slot = row / t.tiles_high - row0 / t.tiles_high, ty = row % t.tiles_high;
-          origins[i] = tile_origin(t, input, row0, tile);
-          grad_origins[i] = grads + slot * plan.grad_image_floats + (2 * ty * grad_width + 2 * tx) * kp;
+          origins[i] = tile_origin(t, input, t.image_floats, t.padded_width, cp, row0, i0 + i);
+          grad_origins[i] = tile_origin(t, grads, plan.grad_image_floats, grad_width, kp, row0, i0 + i);
         }
         gemm.winograd_pack_input_rows(count, origins, cp, t.padded_width * cp, cp, i0, tiles, b_matrix, b);
         gemm.winograd_pack_gradient(count, grad_origins, kp, grad_width * kp, kp, i0, tiles, a_matrix, a);
