@@ -246,6 +246,33 @@ def test_a_keyboard_interrupt_on_one_rank_ends_the_launch_instead_of_desynchroni
     assert "fit: KeyboardInterrupt on process 1 of 2" in done.stderr, done.stdout + done.stderr
     assert "ending the whole launch with status 130" in done.stderr
     assert "returned from fit" not in done.stdout
+    # Rank 1 went on after MPI_Abort returned, into a small Allreduce against rank 0's gradients (MPICH's "Message
+    # truncated" and a traceback) before abort made the process exit.
+    assert "Traceback" not in done.stderr, done.stderr
+
+
+RETURNING_ABORT_SCRIPT = textwrap.dedent('''
+    from mpi4py import MPI
+    from fastcnn import distributed as dist
+
+    class AbortThatReturns(MPI.Intracomm):
+        """MPICH's MPI_Abort may return before the launcher kills the job (its issue 7716); here it always does."""
+        def Abort(self, errorcode=0):
+            print("MPI_Abort returned", flush=True)
+
+    comm = dist.MPICommunicator(AbortThatReturns(MPI.COMM_WORLD))
+    comm.abort(7)
+    print("went on after abort", flush=True)
+''')
+
+
+def test_abort_ends_the_process_even_when_mpi_abort_returns(tmp_path):
+    script = tmp_path / "abort.py"
+    script.write_text(RETURNING_ABORT_SCRIPT)
+    done = _launch(1, script, [], python_args=())
+    assert "MPI_Abort returned" in done.stdout, done.stdout + done.stderr
+    assert "went on after abort" not in done.stdout
+    assert done.returncode == 7, done.stdout + done.stderr
 
 
 DIVERGE_SCRIPT = textwrap.dedent('''

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -16,6 +17,8 @@ __all__ = ["Communicator", "SingleProcess", "MPICommunicator", "init", "launched
 # Variables that MPI launchers set in every process they start: MPICH's hydra and Intel MPI (PMI_*), Open MPI
 # (OMPI_*), PMIx launchers such as Open MPI 5 and Slurm's srun --mpi=pmix (PMIX_*), MVAPICH (MV2_*).
 _LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
+# Seconds an aborting process waits, after flushing, for the launcher to forward its last output (see abort).
+_FORWARD_OUTPUT_PAUSE = 0.5
 
 
 def launched_by_mpi() -> bool:
@@ -142,7 +145,14 @@ class MPICommunicator(Communicator):
     def abort(self, status=1):
         sys.stdout.flush()
         sys.stderr.flush()
+        # The launcher forwards each process's output through a pipe, and on an abort it kills every process and
+        # may exit before it has read what is still in that pipe: the message saying why was lost now and then
+        # (1 launch in 40 with MPICH's hydra). A moment's pause lets it forward what this process has written.
+        time.sleep(_FORWARD_OUTPUT_PAUSE)
         self._comm.Abort(int(status))
+        # MPI_Abort asks the launcher to kill the job and may return before it does (MPICH issue 7716; MPICH
+        # later made it exit). Going on would run this rank's Python into collectives the others never enter.
+        os._exit(int(status))
 
     def processes_sharing_cores(self) -> int:
         """How many processes of this launch run on the same cores as this one (itself included).
