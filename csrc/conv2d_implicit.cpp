@@ -162,6 +162,91 @@ bool paddings_fit_kernel(const ConvGeometry& g) {
   return g.pad_top <= reach_h && g.pad_bottom <= reach_h && g.pad_left <= reach_w && g.pad_right <= reach_w;
 }
 
+// Kernel rows first. For the input gradient (implicit_backward_input), the transposed geometry pads grad_output
+// by nearly the kernel's reach: LeNet's second layer reads 10 real rows of an 18-row padded plane, and over half of
+// the implicit GEMM's products were weights times padding. With the taps ordered (ki, c, kj) instead of (c, ki, kj),
+// the taps whose kernel row falls on padding rows for every output row of a tile are one run at either end of K,
+// and the tile's GEMM skips them. Their products are exact zeros only for finite weights (0 * inf is NaN), which
+// the input gradient checks before it comes here; skipping them leaves every sum's other terms in the same order.
+struct TapRange {
+  index_t begin, end;  // taps [begin, end) in kernel-rows-first order
+};
+
+// The taps a tile of output rows [oh0, oh1] needs: kernel rows that reach a real input row from one of them.
+TapRange live_taps(const ConvGeometry& g, index_t oh0, index_t oh1) {
+  const index_t dh = g.dilation_h, first_real = g.pad_top, last_real = g.pad_top + g.in_height - 1;
+  // padded row oh + ki * dh is real for some oh in [oh0, oh1]
+  index_t lo = first_real > oh1 ? ceil_div(first_real - oh1, dh) : 0;
+  index_t hi = last_real >= oh0 ? std::min(g.kernel_height - 1, (last_real - oh0) / dh) : -1;
+  if (hi < lo) {  // no real row at all: one kernel row of zero products keeps the GEMM non-empty
+    lo = std::min(lo, g.kernel_height - 1);
+    hi = lo;
+  }
+  const index_t per_row = g.in_channels_per_group() * g.kernel_width;
+  return TapRange{lo * per_row, (hi + 1) * per_row};
+}
+
+// Offsets of the taps in kernel-rows-first order (see above), or in the weights' own (c, ki, kj) order.
+std::vector<index_t> tap_offsets(const ConvGeometry& g, const PaddedInput& pad, bool rows_first) {
+  const index_t cin_g = g.in_channels_per_group(), kh = g.kernel_height, kw = g.kernel_width;
+  std::vector<index_t> offsets(static_cast<std::size_t>(g.patch_size()));
+  for (index_t k = 0; k < g.patch_size(); ++k) {
+    const index_t ki = rows_first ? k / (cin_g * kw) : (k % g.kernel_area()) / kw;
+    const index_t c = rows_first ? (k / kw) % cin_g : k / g.kernel_area(), kj = k % kw;
+    offsets[k] = (c * pad.height + ki * g.dilation_h) * pad.width + kj * g.dilation_w;
+  }
+  return offsets;
+}
+
+// One group's weights (M x patch, OIHW rows) with taps in kernel-rows-first order, packed panel by panel: panel i0
+// (a multiple of MR) at i0 * K holds [k][rows] for its min(MR, M - i0) rows, so that any panel is itself a matrix
+// of at most MR rows in multiply_implicit's layout and can be multiplied on its own over a range of taps.
+void pack_rows_first(const ConvGeometry& g, index_t M, const float* src, index_t mr, float* packed) {
+  const index_t patch = g.patch_size(), cin_g = g.in_channels_per_group(), kw = g.kernel_width;
+  for (index_t i0 = 0; i0 < M; i0 += mr) {
+    const index_t rows = std::min(mr, M - i0);
+    float* panel = packed + i0 * patch;
+    for (index_t k = 0; k < patch; ++k) {
+      const index_t ki = k / (cin_g * kw), c = (k / kw) % cin_g, kj = k % kw;
+      const index_t source = c * g.kernel_area() + ki * kw + kj;
+      for (index_t i = 0; i < rows; ++i) panel[k * rows + i] = src[(i0 + i) * patch + source];
+    }
+  }
+}
+
+// C (M x N) = bias + A * B over the taps of `range` only, for weights packed by pack_rows_first.
+void multiply_tap_range(const GemmKernel& gemm, index_t M, index_t N, index_t K, TapRange range, const float* packed,
+                        const float* base, const index_t* offsets, const float* bias, float* C, index_t ldc,
+                        bool stream) {
+  for (index_t i0 = 0; i0 < M; i0 += gemm.mr) {
+    const index_t rows = std::min<index_t>(gemm.mr, M - i0);
+    gemm.multiply_implicit(rows, N, range.end - range.begin, packed + i0 * K + range.begin * rows, base,
+                           offsets + range.begin, bias == nullptr ? nullptr : bias + i0, C + i0 * ldc, ldc, stream);
+  }
+}
+
+// Columns [q0, q1) of a unit's wrapped-column GEMM (q0 a multiple of NR) into `tile` (row stride ld), each run of
+// NR-wide micro-tiles that need the same taps multiplied over those taps only.
+void multiply_live_taps(const GemmKernel& gemm, const ConvGeometry& g, const PaddedInput& pad, index_t M, index_t q0,
+                        index_t q1, const float* packed, const float* padded, const index_t* offsets, float* tile,
+                        index_t ld) {
+  auto taps_of_tile = [&](index_t j0) {  // output rows the tile's columns fall in (wrapped ones count too)
+    const index_t last = std::min(q1, j0 + gemm.nr) - 1;
+    return live_taps(g, j0 / pad.width, std::min(g.out_height - 1, last / pad.width));
+  };
+  for (index_t j0 = q0; j0 < q1;) {
+    const TapRange range = taps_of_tile(j0);
+    index_t j1 = std::min(q1, j0 + gemm.nr);
+    for (; j1 < q1; j1 = std::min(q1, j1 + gemm.nr)) {
+      const TapRange next = taps_of_tile(j1);
+      if (next.begin != range.begin || next.end != range.end) break;
+    }
+    multiply_tap_range(gemm, M, j1 - j0, g.patch_size(), range, packed, padded + j0, offsets, nullptr,
+                       tile + (j0 - q0), ld, false);
+    j0 = j1;
+  }
+}
+
 constexpr index_t kWeightSampleChunks = 16;  // at most this many partial weight gradients
 constexpr double kTapsMargin = 0.05;           // the taps kernel must clearly waste less to be chosen
 constexpr index_t kWeightSumFloats = 1024;   // products per horizontal sum: amortises it, keeps A in L1
@@ -243,23 +328,25 @@ index_t implicit_forward_workspace_bytes(const ConvGeometry& g, int threads) {
   return plan_bytes(plan_implicit(g, threads), g.patch_size());
 }
 
-void implicit_forward(const ConvGeometry& g, int threads, const float* x, const float* w, const float* b, float* y) {
+void implicit_forward(const ConvGeometry& g, int threads, const float* x, const float* w, const float* b, float* y,
+                      bool weights_finite) {
   const GemmKernel& gemm = gemm_kernel();
   const ImplicitPlan plan = plan_implicit(g, threads);
   const PaddedInput& pad = plan.pad;
   const index_t patch = g.patch_size(), cin_g = g.in_channels_per_group(), cout_g = g.out_channels_per_group();
+  // Taps on padding rows are skipped only along pixels, where a tile covers a few whole output rows.
+  const bool rows_first =
+      weights_finite && plan.vectors == Vectors::along_pixels && (g.pad_top > 0 || g.pad_bottom > 0);
 
-  std::vector<index_t> offsets(static_cast<std::size_t>(patch));
-  for (index_t k = 0; k < patch; ++k) {
-    const index_t c = k / g.kernel_area(), ki = (k % g.kernel_area()) / g.kernel_width, kj = k % g.kernel_width;
-    offsets[k] = (c * pad.height + ki * g.dilation_h) * pad.width + kj * g.dilation_w;
-  }
+  const std::vector<index_t> offsets = tap_offsets(g, pad, rows_first);
   FloatBuffer packed_weights = allocate_floats(plan.weight_floats);
   const index_t weight_stride = plan.weight_floats / g.groups;
   for (index_t group = 0; group < g.groups; ++group) {
     const float* rows = w + group * cout_g * patch;
     float* packed = packed_weights.get() + group * weight_stride;
-    if (plan.vectors == Vectors::along_pixels) {
+    if (rows_first) {
+      pack_rows_first(g, cout_g, rows, gemm.mr, packed);
+    } else if (plan.vectors == Vectors::along_pixels) {
       pack_whole(cout_g, patch, rows, gemm.implicit_panel_rows(cout_g), packed);
     } else {
       pack_transposed_whole(cout_g, patch, rows, gemm.nr, packed);
@@ -297,15 +384,24 @@ void implicit_forward(const ConvGeometry& g, int threads, const float* x, const 
         const index_t oh1 = std::min(g.out_height, (chunk + 1) * plan.chunk_rows);
         for (index_t oh = chunk * plan.chunk_rows; oh < oh1; ++oh) {
           float* row = y_planes + oh * g.out_width;
-          gemm.multiply_implicit(cout_g, g.out_width, patch, weights, padded + oh * pad.width, offsets.data(), bias,
-                                 row, g.out_plane(), plan.stream_output);
+          if (rows_first) {
+            multiply_tap_range(gemm, cout_g, g.out_width, patch, live_taps(g, oh, oh), weights, padded + oh * pad.width,
+                               offsets.data(), bias, row, g.out_plane(), plan.stream_output);
+          } else {
+            gemm.multiply_implicit(cout_g, g.out_width, patch, weights, padded + oh * pad.width, offsets.data(), bias,
+                                   row, g.out_plane(), plan.stream_output);
+          }
         }
         continue;
       }
       if (plan.vectors == Vectors::along_pixels) {
         const index_t q0 = chunk * plan.chunk_columns, q1 = std::min(pad.columns, q0 + plan.chunk_columns);
-        gemm.multiply_implicit(cout_g, q1 - q0, patch, weights, padded + q0, offsets.data(), nullptr, tile,
-                               plan.chunk_columns, false);
+        if (rows_first) {
+          multiply_live_taps(gemm, g, pad, cout_g, q0, q1, weights, padded, offsets.data(), tile, plan.chunk_columns);
+        } else {
+          gemm.multiply_implicit(cout_g, q1 - q0, patch, weights, padded + q0, offsets.data(), nullptr, tile,
+                                 plan.chunk_columns, false);
+        }
         store_pixels(g, pad, tile, plan.chunk_columns, q0, q1, cout_g, bias, y_planes);
         continue;
       }
@@ -357,7 +453,7 @@ bool implicit_backward_input(const ConvGeometry& g, int threads, const float* dy
             flipped[(((group * cin_g + c) * cout_g + o) * kh + ki) * kw + kj] =
                 w[(((group * cout_g + o) * cin_g + c) * area) + (kh - 1 - ki) * kw + (kw - 1 - kj)];
   if (!(winograd_applies(t) && winograd_forward(t, threads, dy, flipped.get(), nullptr, dx)))
-    implicit_forward(t, threads, dy, flipped.get(), nullptr, dx);
+    implicit_forward(t, threads, dy, flipped.get(), nullptr, dx, /*weights_finite=*/true);
   return true;
 }
 

@@ -9,7 +9,9 @@ namespace fastcnn {
 // Stride 1 in both directions, and few enough wasted columns (see conv2d_implicit.cpp).
 bool implicit_conv_applies(const ConvGeometry& g);
 index_t implicit_forward_workspace_bytes(const ConvGeometry& g, int threads);
-void implicit_forward(const ConvGeometry& g, int threads, const float* x, const float* w, const float* b, float* y);
+// `weights_finite`: the caller has checked w, so products with padding rows are exact zeros and may be skipped.
+void implicit_forward(const ConvGeometry& g, int threads, const float* x, const float* w, const float* b, float* y,
+                      bool weights_finite = false);
 
 // The input gradient of a stride-1 convolution is itself a stride-1 convolution of grad_output (the transposed
 // geometry); it applies when that one does. Returns false, having written nothing, for non-finite weights.

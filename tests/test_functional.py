@@ -61,6 +61,10 @@ CONV_CASES = [
     (37, 4, 9, 9, 6, 3, 2, 0, 1, 2, True),                # ... with groups and stride
     (35, 6, 5, 5, 7, 1, 1, 0, 1, 1, True),                # ... pointwise
     (33, 3, 12, 10, 4, 5, 1, 0, 1, 1, False),             # ... LeNet-like 5x5
+    # input gradients whose transposed geometry pads grad_output by most of the kernel: taps on padding rows skipped
+    (2, 20, 11, 13, 5, (5, 3), 1, 0, (2, 1), 1, False),  # 20 channels: a short last panel; dilation; 3 dy rows
+    (2, 3, 6, 32, 4, 3, 1, 0, 1, 1, True),                # W_in = 32: whole-row tiles, each with its own taps
+    (1, 2, 9, 40, 3, 2, 1, 0, (8, 1), 1, False),          # dx rows 1-7 reach no dy row at all
 ]
 
 
@@ -258,6 +262,24 @@ def test_non_finite_values_reach_the_gradients_exactly_where_the_reference_puts_
     with np.errstate(invalid="ignore"):
         for actual, reference in zip(got, expected):
             same_specials(actual, reference)
+
+
+@pytest.mark.parametrize("case", [(4, 6, 14, 14, 16, 5, 0), (2, 3, 6, 32, 4, 3, 0), (2, 20, 11, 13, 5, 3, 0)])
+def test_input_gradients_that_skip_padding_taps_keep_infinities_and_nan_where_the_reference_puts_them(rng, case):
+    """The input gradient skips the taps whose products are all with grad_output's padding: a NaN or infinity in a
+    real grad_output row must still reach every input pixel the reference puts it in, and no other."""
+    n, c_in, h, w, c_out, k, padding = case
+    x = rng.standard_normal((n, c_in, h, w)).astype(np.float32)
+    weight = rng.standard_normal((c_out, c_in, k, k)).astype(np.float32)
+    grad = rng.standard_normal(F.conv2d(x, weight, padding=padding).shape).astype(np.float32)
+    grad[0, 0, 0, 0] = np.inf  # the first and last real rows: their taps sit next to skipped ones
+    grad[-1, -1, -1, -1] = np.nan
+    grad[0, -1, -1, 0] = -np.inf
+    got = F.conv2d_backward(grad, x, weight, padding=padding, output_mask=(True, False, False))[0]
+    with np.errstate(invalid="ignore"):
+        expected = R.conv2d_backward(grad.astype(np.float64), x.astype(np.float64), weight.astype(np.float64),
+                                     padding=padding)[0]
+        same_specials(got, expected)
 
 
 @pytest.mark.parametrize("case", [(2, 32, 7, 9, 40, 1), (2, 48, 8, 8, 32, 0)])
