@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import fastcnn
-from fastcnn import _bench_memory, _bench_plot, _bench_report, _bench_targets, _bench_training, bench, cli
+from fastcnn import _bench_measure, _bench_memory, _bench_plot, _bench_report, _bench_targets, _bench_training, bench, cli
 
 TORCH = importlib.util.find_spec("torch") is not None
 MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
@@ -296,3 +296,27 @@ def test_the_torch_copy_of_each_workload_computes_the_same_logits():
     with pytest.raises(ValueError, match="no PyTorch equivalent for layer 0"):
         _bench_training.torch_model_like(fastcnn.nn.Sequential(fastcnn.nn.Tanh()), torch)
     assert np.isfinite(_bench_training.synthetic_data((1, 2, 2), 3, 0)[0]).all()
+
+
+def test_each_kernel_case_is_measured_at_every_thread_count_back_to_back(monkeypatch):
+    """A case's 1-thread and 2-thread times are taken one right after the other (this VM drifts over minutes), and the
+    report still lists the rows by thread count. The calls record the thread count each ran at."""
+    ran = []
+
+    def case(name):
+        def call():
+            ran.append((name, fastcnn.get_num_threads()))
+            return np.zeros(3, np.float32)
+        return bench.Case(op=name, shape="s", flops=None, calls={"fastcnn": call, "reference": call})
+
+    monkeypatch.setattr(_bench_measure, "WARM_UP_SECONDS", 0.0)  # one untimed call, then the timed one
+    args = bench.build_parser().parse_args(["--threads", "1,2", "--only", "pool", "--repeats", "1"])
+    report = {"sgemm_peak_gflops": {}, "results": []}
+    before = fastcnn.get_num_threads()
+    try:
+        bench.run_kernels([case("a"), case("b")], args, np.random.default_rng(0), None, None, report)
+    finally:
+        fastcnn.set_num_threads(before)
+    order = [key for i, key in enumerate(ran) if i == 0 or ran[i - 1] != key]  # runs of calls, in order
+    assert order == [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
+    assert [(row["op"], row["threads"]) for row in report["results"]] == [("a", 1), ("b", 1), ("a", 2), ("b", 2)]

@@ -196,7 +196,8 @@ def kernel_lines(report: dict) -> list[str]:
     lines = []
     if report["results"]:
         lines += [
-            f"- each kernel time: median of {env['repeats']} calls after {WARM_UP_SECONDS:g} s of warm-up calls",
+            f"- each kernel time: median of {env['repeats']} calls after {WARM_UP_SECONDS:g} s of warm-up calls; "
+            "each case is measured at every thread count in turn, back to back",
             "- vs reference / vs torch: the other's time divided by fastcnn's (above 1: fastcnn is faster); "
             f"check: fastcnn's first output against the reference (rtol {RTOL:g}, atol {ATOL_OF_SCALE:g} x "
             "max|reference|), a WRONG row shows no speedup",

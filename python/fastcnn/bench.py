@@ -301,16 +301,37 @@ def kernel_cases(args, rng, torch) -> list[Case]:
     return cases
 
 
-def run_kernels(cases: list[Case], threads: int, args, rng, report: dict) -> None:
+@contextmanager
+def thread_count(threads: int, torch, threadpoolctl):
+    """fastcnn, PyTorch and NumPy's BLAS all at `threads` threads while inside."""
+    set_num_threads(threads)
+    if torch is not None:
+        torch.set_num_threads(threads)
+    with numpy_blas_threads(threadpoolctl, threads):
+        yield
+
+
+def run_kernels(cases: list[Case], args, rng, torch, threadpoolctl, report: dict) -> None:
+    """Every case at each thread count in turn, back to back, so that a case's 2-thread speedup divides two times
+    taken seconds apart: measured all 1-thread cases first, minutes apart, this VM's drift (10-30% over minutes,
+    and moments when its second core runs slow for everyone) went into the speedup. Rows are reported by thread
+    count, as before."""
     if "conv" in args.only:
-        peak = sgemm_peak_gflops(rng, args.repeats)
-        report["sgemm_peak_gflops"][str(threads)] = peak
-        log(f"[{threads} thread(s)] sgemm peak {peak:.1f} GFLOP/s")
+        for threads in args.threads:
+            with thread_count(threads, torch, threadpoolctl):
+                peak = sgemm_peak_gflops(rng, args.repeats)
+            report["sgemm_peak_gflops"][str(threads)] = peak
+            log(f"[{threads} thread(s)] sgemm peak {peak:.1f} GFLOP/s")
+    rows: dict[int, list] = {threads: [] for threads in args.threads}
     for case in cases:
-        row = run_case(case, threads, args.repeats, report["sgemm_peak_gflops"].get(str(threads)))
-        report["results"].append(row)
-        log(f"[{threads} thread(s)] {case.op}, {case.shape}: " + ", ".join(
-            f"{name} {format_ms(t)} ms" for name, t in row["ms"].items() if t is not None))
+        for threads in args.threads:
+            with thread_count(threads, torch, threadpoolctl):
+                row = run_case(case, threads, args.repeats, report["sgemm_peak_gflops"].get(str(threads)))
+            rows[threads].append(row)
+            log(f"[{threads} thread(s)] {case.op}, {case.shape}: " + ", ".join(
+                f"{name} {format_ms(t)} ms" for name, t in row["ms"].items() if t is not None))
+    for threads in args.threads:
+        report["results"] += rows[threads]
 
 
 def run_library_sections(threads: int, args, torch, report: dict) -> None:
@@ -352,14 +373,10 @@ def run_benchmark(args, torch, threadpoolctl) -> dict:
     # The kernels at every thread count first, then the whole-library sections: after the 1-thread inference
     # section, fastcnn's 2-thread kernels measured 20-40% slower in some states of this VM (with builds that
     # measured normally otherwise), which the 2-thread speedups then reported as the kernels' own.
-    for run_section in (lambda threads: run_kernels(cases, threads, args, rng, report),
-                        lambda threads: run_library_sections(threads, args, torch, report)):
-        for threads in args.threads:
-            set_num_threads(threads)
-            if torch is not None:
-                torch.set_num_threads(threads)
-            with numpy_blas_threads(threadpoolctl, threads):
-                run_section(threads)
+    run_kernels(cases, args, rng, torch, threadpoolctl, report)
+    for threads in args.threads:
+        with thread_count(threads, torch, threadpoolctl):
+            run_library_sections(threads, args, torch, report)
     report["two_thread_speedup"] = two_thread_speedups(report["results"])
     report["pool_forward_backward"] = pool_forward_backward(report["results"])
     if "memory" in args.only:
