@@ -13,11 +13,14 @@
 // consecutive output pixels); the input gradient is the same convolution on the transposed geometry (by Winograd's
 // algorithm where conv2d_winograd.cpp applies, as the forward in conv2d.cpp); the weight
 // gradient takes inner products along pixels or sums taps x channels tiles (see plan_weight). The layouts all of
-// them read and write are in implicit_layout.h.
+// them read and write are in implicit_layout.h. For the input gradient, whose transposed geometry pads grad_output
+// heavily, the taps run kernel rows first, k = (ki, c, kj), and each run of tiles skips those that only meet
+// padding rows (see live_taps).
 //
 // Each output element is one sum in a fixed order (k order inside one micro-kernel call; for the weight gradient,
 // sample chunks fixed by the shapes), whatever the tiling or the number of threads, so results are bitwise the
-// same for any thread count.
+// same for any thread count. (The taps a tile skips depend on where it starts, a multiple of NR from the plane's
+// first column whatever the thread count, and only ever multiply zeros.)
 #include "conv2d_implicit.h"
 
 #include <algorithm>
@@ -163,16 +166,19 @@ bool paddings_fit_kernel(const ConvGeometry& g) {
 }
 
 // Kernel rows first. For the input gradient (implicit_backward_input), the transposed geometry pads grad_output
-// by nearly the kernel's reach: LeNet's second layer reads 10 real rows of an 18-row padded plane, and over half of
-// the implicit GEMM's products were weights times padding. With the taps ordered (ki, c, kj) instead of (c, ki, kj),
+// by nearly the kernel's reach: LeNet's second layer reads 10 real rows of an 18-row padded plane, and about half
+// of the implicit GEMM's products for real outputs were weights times padding. With the taps ordered (ki, c, kj) instead of (c, ki, kj),
 // the taps whose kernel row falls on padding rows for every output row of a tile are one run at either end of K,
 // and the tile's GEMM skips them. Their products are exact zeros only for finite weights (0 * inf is NaN), which
-// the input gradient checks before it comes here; skipping them leaves every sum's other terms in the same order.
+// the input gradient checks before it comes here; skipping them leaves every sum's other terms in the same order
+// (only the sign of a sum that is exactly zero may differ). The order itself differs from the (c, ki, kj) one, so
+// input gradients round differently in the last bits than before this ordering.
 struct TapRange {
   index_t begin, end;  // taps [begin, end) in kernel-rows-first order
 };
 
-// The taps a tile of output rows [oh0, oh1] needs: kernel rows that reach a real input row from one of them.
+// The taps a tile of output rows [oh0, oh1] needs: every kernel row that reaches a real input row from one of them
+// (a superset with dilation, whose end rows may reach none; one zero row when none does).
 TapRange live_taps(const ConvGeometry& g, index_t oh0, index_t oh1) {
   const index_t dh = g.dilation_h, first_real = g.pad_top, last_real = g.pad_top + g.in_height - 1;
   // padded row oh + ki * dh is real for some oh in [oh0, oh1]
@@ -200,7 +206,9 @@ std::vector<index_t> tap_offsets(const ConvGeometry& g, const PaddedInput& pad, 
 
 // One group's weights (M x patch, OIHW rows) with taps in kernel-rows-first order, packed panel by panel: panel i0
 // (a multiple of MR) at i0 * K holds [k][rows] for its min(MR, M - i0) rows, so that any panel is itself a matrix
-// of at most MR rows in multiply_implicit's layout and can be multiplied on its own over a range of taps.
+// of at most MR rows in multiply_implicit's layout and can be multiplied on its own over a range of taps. With a
+// short last panel the whole is not gemm.h's layout (that pads it to MR rows): multiply it only through
+// multiply_tap_range.
 void pack_rows_first(const ConvGeometry& g, index_t M, const float* src, index_t mr, float* packed) {
   const index_t patch = g.patch_size(), cin_g = g.in_channels_per_group(), kw = g.kernel_width;
   for (index_t i0 = 0; i0 < M; i0 += mr) {

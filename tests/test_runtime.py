@@ -167,7 +167,7 @@ def test_every_simd_variant_matches_the_reference(variant):
         "rng = np.random.default_rng(0)\n"
         # (N, C_in, H, W, C_out, k, padding): kernels and orientations of the implicit GEMM the plans pick from,
         # Winograd's algorithm (with channels that are not whole vectors, and more than one K block), and input
-        # gradients that skip padding taps (20 channels: a short last panel of MR rows; 32 wide: whole-row tiles)
+        # gradients that skip padding taps (20 channels: a last panel of fewer than MR rows; 32 wide: whole-row tiles)
         "for n, c, h, wd, o, k, p in [(3, 7, 19, 17, 13, 3, 1), (2, 1, 28, 28, 6, 5, 2), (2, 6, 14, 14, 16, 5, 0),\n"
         "                             (3, 16, 8, 8, 32, 3, 1), (2, 15, 8, 8, 44, 3, 1), (2, 16, 19, 19, 32, 5, 0),\n"
         "                             (2, 34, 9, 11, 37, 3, 1), (1, 260, 5, 5, 32, 3, 1), (2, 20, 7, 32, 5, 5, 0)]:\n"
