@@ -286,3 +286,11 @@ def test_cross_entropy_is_stable_for_huge_logits():
     assert loss == pytest.approx(1e4)
     grad = criterion.backward()
     np.testing.assert_allclose(grad, [[1.0, -1.0, 0.0]], atol=1e-6)
+
+
+def test_modules_walks_nested_models_in_named_modules_order():
+    inner = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.ReLU())
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Residual(inner), nn.Flatten(), nn.Linear(8, 3))
+    named = [module for _, module in model.named_modules()]
+    assert list(model.modules()) == named and len(named) == 8
+    assert [name for name, _ in model.named_modules()][:4] == ["", "0", "1", "1.block"]

@@ -170,7 +170,7 @@ def _modes(model, training: bool):
         yield
     finally:
         for module, mode in previous:
-            module.training = mode
+            object.__setattr__(module, "training", mode)  # as Module.train sets it, without __setattr__'s bookkeeping
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -106,8 +106,11 @@ class Module:
             yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
 
     def modules(self) -> Iterator["Module"]:
-        for _, module in self.named_modules():
-            yield module
+        # named_modules' order without building the names: predict and evaluate walk the model twice per call (to
+        # eval mode and back), and the names were most of predict's overhead on a single image.
+        yield self
+        for child in self._modules.values():
+            yield from child.modules()
 
     def children(self) -> Iterator["Module"]:
         yield from self._modules.values()
