@@ -157,6 +157,7 @@ def test_the_model_is_shipped_to_each_worker_once(client):
     (["a.png"], {}, ValueError, "image files need input_shape=\\(C, H, W\\) with C = 1 \\(grayscale\\) or 3"),
     ([3], {}, TypeError, r"data\[0\] must be a file path \(str or os.PathLike\); got int"),
     (["a.npy"], {"batch_size": 0}, ValueError, "batch_size must be an int >= 1; got 0"),
+    (["a.npy"], {"files_per_task": 2.5}, TypeError, "files_per_task must be an int >= 1; got float 2.5"),
     (["a.npy"], {"input_shape": (8, 8)}, ValueError, "input_shape must be \\(C, H, W\\)"),
 ])
 def test_predict_refuses_bad_arguments(client, data, kwargs, error, match):

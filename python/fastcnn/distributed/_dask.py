@@ -10,17 +10,12 @@ import os
 
 import numpy as np
 
+from .._batches import _check_int
 from ..nn.module import Module
 
 __all__ = ["predict"]
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"predict: {name} must be an int >= {minimum}; got {value!r}")
-    return int(value)
 
 
 def _check_input_shape(input_shape):
@@ -85,8 +80,8 @@ def predict(model, data, client, *, batch_size: int = 256, files_per_task: int =
         raise TypeError(f"predict: model must be a fastcnn.nn.Module; got {type(model).__name__}")
     if not (callable(getattr(client, "scatter", None)) and callable(getattr(client, "compute", None))):
         raise TypeError(f"predict: client must be a dask.distributed.Client; got {type(client).__name__}")
-    batch_size = _check_int(batch_size, "batch_size", 1)
-    files_per_task = _check_int(files_per_task, "files_per_task", 1)
+    batch_size = _check_int(batch_size, "batch_size", "predict", 1)
+    files_per_task = _check_int(files_per_task, "files_per_task", "predict", 1)
     input_shape = _check_input_shape(input_shape)
     import dask
 
