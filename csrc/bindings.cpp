@@ -249,22 +249,18 @@ FloatArray max_pool2d_backward(const FloatArray& dy, const IndexArray& indices, 
   fastcnn::check_memory("max_pool2d_backward", float_bytes(n, c, height, width));
   const int threads = threads_for(fastcnn::checked_mul(planes, in_plane, "max_pool2d_backward"), kElementGrain);
   const std::int64_t* ip = indices.data();
-  index_t bad;
-  {
-    py::gil_scoped_release release;
-    bad = fastcnn::max_pool2d_first_invalid_index(planes * out_plane, ip, in_plane, threads);
-  }
-  if (bad >= 0)
-    throw std::invalid_argument("max_pool2d_backward: indices must lie in [0, H*W) = [0, " + std::to_string(in_plane) +
-                                ") for input planes of " + std::to_string(height) + "x" + std::to_string(width) +
-                                "; got " + std::to_string(ip[bad]) + " at flat position " + std::to_string(bad));
   FloatArray dx = new_output({n, c, height, width});
   const float* dyp = dy.data();
   float* dxp = dx.mutable_data();
+  index_t bad;
   {
     py::gil_scoped_release release;
-    fastcnn::max_pool2d_backward(planes, in_plane, out_plane, threads, dyp, ip, dxp);
+    bad = fastcnn::max_pool2d_backward(planes, in_plane, out_plane, threads, dyp, ip, dxp);
   }
+  if (bad >= 0)  // dx, left incomplete, is dropped with the exception
+    throw std::invalid_argument("max_pool2d_backward: indices must lie in [0, H*W) = [0, " + std::to_string(in_plane) +
+                                ") for input planes of " + std::to_string(height) + "x" + std::to_string(width) +
+                                "; got " + std::to_string(ip[bad]) + " at flat position " + std::to_string(bad));
   return dx;
 }
 

@@ -28,13 +28,13 @@ void max_pool2d_forward(const PoolGeometry& g, int threads,
                         float* y,                // [planes, H_out, W_out]
                         std::int64_t* indices);  // [planes, H_out, W_out] flat h * W + w, or nullptr
 
-// Position (flat, over all of `indices`) of the first index outside [0, in_plane), or -1 when all are valid.
-index_t max_pool2d_first_invalid_index(index_t count, const std::int64_t* indices, index_t in_plane, int threads);
-
-void max_pool2d_backward(index_t planes, index_t in_plane, index_t out_plane, int threads,
-                         const float* dy,               // [planes, out_plane]
-                         const std::int64_t* indices,   // [planes, out_plane], each in [0, in_plane)
-                         float* dx);                    // [planes, in_plane]
+// Scatters dy into dx at the indices. Returns the position (flat, over all of `indices`) of the first index outside
+// [0, in_plane), or -1 when all are valid; nothing is ever written outside dx, but with an invalid index dx is
+// left incomplete (the caller throws it away).
+index_t max_pool2d_backward(index_t planes, index_t in_plane, index_t out_plane, int threads,
+                            const float* dy,               // [planes, out_plane]
+                            const std::int64_t* indices,   // [planes, out_plane]
+                            float* dx);                    // [planes, in_plane]
 
 void avg_pool2d_forward(const PoolGeometry& g, bool count_include_pad, int threads,
                         const float* x,  // [planes, H, W]

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+import fastcnn
 from fastcnn import functional as F
 from fastcnn import reference as R
 
@@ -76,6 +77,23 @@ def test_crafted_max_pool_indices_never_write_outside_the_input(bad_index):
     indices[1, 2, 3, 1] = bad_index
     with pytest.raises(ValueError, match=rf"max_pool2d_backward: indices must lie in \[0, H\*W\) = \[0, 64\) .*got {bad_index}"):
         F.max_pool2d_backward(grad, indices, X.shape)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_first_bad_max_pool_index_is_the_one_reported_whichever_thread_meets_it(threads):
+    """Indices are checked while the gradient is scattered, plane by plane on every thread: the error must still
+    name the first bad position in the whole array, not the last one met."""
+    grad = np.ones((8, 16, 16, 16), np.float32)  # 2 threads' worth of work (planes of 32x32 inputs)
+    indices = np.zeros(grad.shape, np.int64)
+    indices[7, 15, 15, 15] = -5   # the last plane, met last ...
+    indices[0, 3, 2, 1] = 1024    # ... but this one comes first
+    before = fastcnn.get_num_threads()
+    fastcnn.set_num_threads(threads)
+    try:
+        with pytest.raises(ValueError, match=rf"got 1024 at flat position {(3 * 16 + 2) * 16 + 1}$"):
+            F.max_pool2d_backward(grad, indices, (8, 16, 32, 32))
+    finally:
+        fastcnn.set_num_threads(before)
 
 
 def test_reference_applies_the_same_rules():
